@@ -1,0 +1,1 @@
+"""Execution backends: adapters from the engine to an execution system."""

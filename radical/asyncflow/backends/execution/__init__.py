@@ -1,0 +1,1 @@
+"""Execution backend implementations (one module each) and their contract."""

@@ -1,0 +1,160 @@
+"""Running a task's shell command and reporting its outcome.
+
+Shared by the backends that run commands themselves (Concurrent, Dask).
+stdout is the task's result and is kept whole; stderr is only needed to
+explain a failure, so only its tail is kept, whatever its size.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import os
+import subprocess
+import threading
+from dataclasses import dataclass
+from typing import Any, Dict, List, Optional
+
+from ...errors import TaskExecutionError
+
+#: Bytes of stderr kept for the error message of a failed command.
+STDERR_TAIL = 8192
+
+
+@dataclass
+class CommandSpec:
+    """How to run one executable task."""
+
+    command: str
+    env: Optional[Dict[str, str]] = None
+    cwd: Optional[str] = None
+
+    @classmethod
+    def from_task(cls, task: Dict[str, Any]) -> 'CommandSpec':
+        """Build from a task dict: ``pre_exec``, ``environment``, ``sandbox``/``cwd``."""
+        opts = task.get('task_backend_specific_kwargs') or {}
+        command = task['executable']
+        pre_exec: List[str] = opts.get('pre_exec') or []
+        if isinstance(pre_exec, str):
+            pre_exec = [pre_exec]
+        if pre_exec:
+            command = ' && '.join([*pre_exec, f'{{ {command}\n}}'])
+        env = None
+        environment = opts.get('environment') or opts.get('env')
+        if environment:
+            env = {**os.environ, **{str(k): str(v) for k, v in environment.items()}}
+        cwd = opts.get('sandbox') or opts.get('cwd')
+        return cls(command, env, cwd)
+
+
+@dataclass
+class CommandResult:
+    """What a finished command left behind."""
+
+    exit_code: int
+    stdout: str
+    stderr: str            # the tail, at most STDERR_TAIL bytes
+    stderr_size: int       # the full size in bytes
+
+
+class _Tail:
+    """Keeps the last ``limit`` bytes written to it and counts them all."""
+
+    def __init__(self, limit: int = STDERR_TAIL) -> None:
+        self.limit = limit
+        self.size = 0
+        self.data = bytearray()
+
+    def feed(self, chunk: bytes) -> None:
+        self.size += len(chunk)
+        self.data += chunk
+        if len(self.data) > 2 * self.limit:
+            del self.data[:-self.limit]
+
+    def text(self) -> str:
+        return bytes(self.data[-self.limit:]).decode(errors='replace')
+
+
+async def run_command(spec: CommandSpec) -> CommandResult:
+    """Run ``spec`` as an asyncio subprocess; kill it if cancelled."""
+    if spec.cwd:
+        os.makedirs(spec.cwd, exist_ok=True)
+    proc = await asyncio.create_subprocess_shell(
+        spec.command, stdout=asyncio.subprocess.PIPE, stderr=asyncio.subprocess.PIPE,
+        stdin=asyncio.subprocess.DEVNULL, env=spec.env, cwd=spec.cwd,
+        start_new_session=True)
+    tail = _Tail()
+
+    async def drain_stderr() -> None:
+        while True:
+            chunk = await proc.stderr.read(65536)
+            if not chunk:
+                return
+            tail.feed(chunk)
+
+    try:
+        stdout, _, exit_code = await asyncio.gather(proc.stdout.read(), drain_stderr(),
+                                                    proc.wait())
+    except BaseException:
+        _kill_group(proc.pid)
+        await proc.wait()
+        raise
+    return CommandResult(exit_code, stdout.decode(errors='replace'), tail.text(), tail.size)
+
+
+def run_command_sync(spec: CommandSpec) -> CommandResult:
+    """Run ``spec`` as a blocking subprocess (for worker threads and processes)."""
+    if spec.cwd:
+        os.makedirs(spec.cwd, exist_ok=True)
+    proc = subprocess.Popen(spec.command, shell=True, stdout=subprocess.PIPE,
+                            stderr=subprocess.PIPE, stdin=subprocess.DEVNULL,
+                            env=spec.env, cwd=spec.cwd, start_new_session=True)
+    tail = _Tail()
+    chunks: List[bytes] = []
+
+    def read_stdout() -> None:
+        for chunk in iter(lambda: proc.stdout.read(65536), b''):
+            chunks.append(chunk)
+
+    reader = threading.Thread(target=read_stdout, daemon=True)
+    reader.start()
+    try:
+        for chunk in iter(lambda: proc.stderr.read(65536), b''):
+            tail.feed(chunk)
+        reader.join()
+        exit_code = proc.wait()
+    except BaseException:
+        _kill_group(proc.pid)
+        proc.wait()
+        raise
+    return CommandResult(exit_code, b''.join(chunks).decode(errors='replace'),
+                         tail.text(), tail.size)
+
+
+def _kill_group(pid: int) -> None:
+    try:
+        os.killpg(pid, 9)
+    except (ProcessLookupError, PermissionError):
+        pass
+
+
+def _size(nbytes: int) -> str:
+    for unit in ('B', 'KiB', 'MiB', 'GiB'):
+        if nbytes < 1024 or unit == 'GiB':
+            return f'{nbytes:.0f} {unit}' if unit == 'B' else f'{nbytes:.1f} {unit}'
+        nbytes /= 1024
+    return f'{nbytes} B'
+
+
+def command_failure(task: Dict[str, Any], result: CommandResult) -> TaskExecutionError:
+    """The error for a command that exited non-zero, naming the task."""
+    name = task.get('name', task.get('uid'))
+    stderr = result.stderr.strip()
+    if result.stderr_size > STDERR_TAIL:
+        stderr = (f'[stderr truncated: last {_size(STDERR_TAIL)} of '
+                  f'{_size(result.stderr_size)}]\n{stderr}')
+    message = (f"executable task '{name}' ({task.get('uid')}) exited with code "
+               f"{result.exit_code}: {task.get('executable')!r}")
+    if stderr:
+        message += f'\nstderr:\n{stderr}'
+    return TaskExecutionError(message, task_name=str(name), command=str(task.get('executable')),
+                              exit_code=result.exit_code, stderr=stderr)

@@ -1,0 +1,155 @@
+"""Runs tasks on this machine with a ``concurrent.futures`` executor.
+
+Coroutine functions run on the event loop with a ThreadPoolExecutor and in
+the worker processes with a ProcessPoolExecutor; plain callables run in the
+executor; executable tasks run as asyncio subprocesses.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import functools
+import inspect
+from concurrent.futures import Executor, ProcessPoolExecutor, ThreadPoolExecutor
+from concurrent.futures.process import BrokenProcessPool
+from typing import Any, Dict, List, Optional
+
+from ...constants import StateMapper
+from ._command import CommandSpec, command_failure, run_command
+from ._functions import FunctionRef, call_by_reference
+from .base import BaseExecutionBackend, Session, TaskDict
+
+StateMapper.register_backend_states_with_defaults('concurrent')
+
+#: Seconds shutdown() waits for functions still running in the executor.
+SHUTDOWN_WAIT = 10.0
+
+
+class ConcurrentExecutionBackend(BaseExecutionBackend):
+    """Local execution on a ThreadPoolExecutor or ProcessPoolExecutor."""
+
+    def __init__(self, executor: Executor) -> None:
+        if not isinstance(executor, (ThreadPoolExecutor, ProcessPoolExecutor)):
+            raise TypeError(f'ConcurrentExecutionBackend needs a ThreadPoolExecutor or '
+                            f'ProcessPoolExecutor, not {type(executor).__name__}')
+        self.executor = executor
+        self.session = Session()
+        self._states = StateMapper('concurrent')
+        self._running: Dict[str, asyncio.Task] = {}
+        self._stopped = False
+
+    @property
+    def _uses_processes(self) -> bool:
+        return isinstance(self.executor, ProcessPoolExecutor)
+
+    async def submit_tasks(self, tasks: List[TaskDict]) -> None:
+        if self._stopped:
+            raise RuntimeError('ConcurrentExecutionBackend has been shut down')
+        loop = asyncio.get_running_loop()
+        for task in tasks:
+            runner = loop.create_task(self._execute(task), name=task['uid'])
+            self._running[task['uid']] = runner
+            runner.add_done_callback(functools.partial(self._forget, task['uid']))
+
+    def _forget(self, uid: str, runner: asyncio.Task) -> None:
+        if self._running.get(uid) is runner:
+            del self._running[uid]
+
+    async def _execute(self, task: TaskDict) -> None:
+        states = self._states
+        self.task_state_cb(task, states.RUNNING)
+        try:
+            if task.get('function') is not None:
+                task['return_value'] = await self._call(task)
+            else:
+                result = await run_command(CommandSpec.from_task(task))
+                task['stdout'] = result.stdout
+                task['stderr'] = result.stderr
+                task['exit_code'] = result.exit_code
+                if result.exit_code != 0:
+                    task['exception'] = command_failure(task, result)
+                    self.task_state_cb(task, states.FAILED)
+                    return
+        except asyncio.CancelledError:
+            self.task_state_cb(task, states.CANCELED)
+            return
+        except Exception as exc:
+            task['exception'] = exc
+            self.task_state_cb(task, states.FAILED)
+            return
+        self.task_state_cb(task, states.DONE)
+
+    async def _call(self, task: TaskDict) -> Any:
+        func = task['function']
+        args = tuple(task.get('args') or ())
+        kwargs = dict(task.get('kwargs') or {})
+        loop = asyncio.get_running_loop()
+        if self._uses_processes:
+            ref = FunctionRef.of(func, task.get('name', task['uid']))
+            try:
+                return await loop.run_in_executor(
+                    self.executor, call_by_reference, ref, args, kwargs)
+            except BrokenProcessPool as exc:
+                self._replace_broken_pool()
+                raise RuntimeError(
+                    f"task '{task.get('name')}' ({task['uid']}): its worker process died "
+                    f"(killed, crashed or called os._exit); the pool was replaced") from exc
+        if inspect.iscoroutinefunction(func):
+            return await func(*args, **kwargs)
+        return await loop.run_in_executor(self.executor, functools.partial(func, *args, **kwargs))
+
+    def _replace_broken_pool(self) -> None:
+        broken = self.executor
+        if not getattr(broken, '_broken', False):
+            return          # another task already replaced it
+        self.executor = ProcessPoolExecutor(max_workers=broken._max_workers)
+        broken.shutdown(wait=False, cancel_futures=True)
+
+    async def cancel_task(self, uid: str) -> bool:
+        runner = self._running.get(uid)
+        if runner is None or runner.done():
+            return False
+        runner.cancel()
+        return True
+
+    async def shutdown(self) -> None:
+        if self._stopped:
+            return
+        self._stopped = True
+        runners = list(self._running.values())
+        for runner in runners:
+            runner.cancel()
+        if runners:
+            await asyncio.wait(runners, timeout=10)
+        executor = self.executor
+        executor.shutdown(wait=False, cancel_futures=True)
+        if self._uses_processes:
+            for proc in list((getattr(executor, '_processes', None) or {}).values()):
+                if proc.is_alive():
+                    proc.terminate()
+        # Threads cannot be killed: wait for running calls, but not forever.
+        waiter = asyncio.get_running_loop().run_in_executor(
+            None, functools.partial(executor.shutdown, wait=True))
+        try:
+            await asyncio.wait_for(waiter, timeout=SHUTDOWN_WAIT)
+        except asyncio.TimeoutError:
+            pass
+
+    def state(self) -> str:
+        return 'STOPPED' if self._stopped else 'RUNNING'
+
+    def get_task_states_map(self) -> StateMapper:
+        return self._states
+
+    def build_task(self, uid: str, task_desc: TaskDict,
+                   task_backend_specific_kwargs: Dict[str, Any]) -> TaskDict:
+        return task_desc
+
+    def link_implicit_data_deps(self, src_task: TaskDict, dst_task: TaskDict) -> None:
+        return None     # tasks share the local file system and working directory
+
+    def link_explicit_data_deps(self, src_task: Optional[TaskDict] = None,
+                                dst_task: Optional[TaskDict] = None,
+                                file_name: Optional[str] = None,
+                                file_path: Optional[str] = None) -> None:
+        return None     # tasks share the local file system and working directory

@@ -1,0 +1,57 @@
+"""Dry run: every task "succeeds" at once without running anything."""
+
+from __future__ import annotations
+
+from typing import Any, Dict, List, Optional
+
+from ...constants import StateMapper
+from .base import BaseExecutionBackend, Session, TaskDict
+
+StateMapper.register_backend_states_with_defaults('noop')
+
+
+class NoopExecutionBackend(BaseExecutionBackend):
+    """Reports every submitted task DONE immediately; a dry run of the workflow.
+
+    Function tasks return None and executable tasks an empty stdout.
+    """
+
+    def __init__(self) -> None:
+        self.session = Session()
+        self._states = StateMapper('noop')
+        self._stopped = False
+
+    async def submit_tasks(self, tasks: List[TaskDict]) -> None:
+        done = self._states.DONE
+        report = self.task_state_cb
+        for task in tasks:
+            task['return_value'] = None
+            task['stdout'] = ''
+            task['stderr'] = ''
+            task['exit_code'] = 0
+            report(task, done)
+
+    async def cancel_task(self, uid: str) -> bool:
+        return False        # nothing is ever left running to cancel
+
+    async def shutdown(self) -> None:
+        self._stopped = True
+
+    def state(self) -> str:
+        return 'STOPPED' if self._stopped else 'RUNNING'
+
+    def get_task_states_map(self) -> StateMapper:
+        return self._states
+
+    def build_task(self, uid: str, task_desc: TaskDict,
+                   task_backend_specific_kwargs: Dict[str, Any]) -> TaskDict:
+        return task_desc
+
+    def link_implicit_data_deps(self, src_task: TaskDict, dst_task: TaskDict) -> None:
+        return None
+
+    def link_explicit_data_deps(self, src_task: Optional[TaskDict] = None,
+                                dst_task: Optional[TaskDict] = None,
+                                file_name: Optional[str] = None,
+                                file_path: Optional[str] = None) -> None:
+        return None

@@ -1,0 +1,74 @@
+"""Exceptions raised into task futures and at the API boundary."""
+
+from __future__ import annotations
+
+from typing import Iterable, Optional, Sequence
+
+
+class AsyncFlowError(Exception):
+    """Base class of the errors radical.asyncflow raises itself."""
+
+
+class DependencyFailure(AsyncFlowError):
+    """Raised into a task that was not run because a dependency failed.
+
+    ``failed_dependencies`` names the direct dependencies that failed;
+    ``root_cause`` is the exception that started the chain (also set as
+    ``__cause__``), however many tasks lie between.
+    """
+
+    def __init__(self, message: str, failed_dependencies: Sequence[str] = (),
+                 root_cause: Optional[BaseException] = None) -> None:
+        super().__init__(message)
+        self.failed_dependencies = list(failed_dependencies)
+        self.root_cause = root_cause
+        self.__cause__ = root_cause
+
+    def __reduce__(self):
+        return (type(self), (str(self), self.failed_dependencies, self.root_cause))
+
+
+class TaskExecutionError(AsyncFlowError, RuntimeError):
+    """An executable task exited non-zero.
+
+    Carries the command, its exit code and the (possibly truncated) stderr.
+    """
+
+    def __init__(self, message: str, *, task_name: str = '', command: str = '',
+                 exit_code: Optional[int] = None, stderr: str = '') -> None:
+        super().__init__(message)
+        self.task_name = task_name
+        self.command = command
+        self.exit_code = exit_code
+        self.stderr = stderr
+
+    def __reduce__(self):
+        return (_rebuild_execution_error,
+                (str(self), self.task_name, self.command, self.exit_code, self.stderr))
+
+
+def _rebuild_execution_error(message, task_name, command, exit_code, stderr):
+    return TaskExecutionError(message, task_name=task_name, command=command,
+                              exit_code=exit_code, stderr=stderr)
+
+
+class BackendError(AsyncFlowError, RuntimeError):
+    """A backend could not be set up or used."""
+
+
+class MissingDependencyError(AsyncFlowError, ImportError):
+    """An optional package a backend needs is not installed."""
+
+    def __init__(self, backend: str, package: str, extra: str) -> None:
+        super().__init__(
+            f"{backend} needs the '{package}' package, which is not installed: "
+            f"pip install 'radical.asyncflow[{extra}]'", name=package)
+
+
+def format_names(names: Iterable[str], limit: int = 5) -> str:
+    """'a, b, c' with at most ``limit`` names and a count of the rest."""
+    names = list(names)
+    shown = ', '.join(names[:limit])
+    if len(names) > limit:
+        shown += f' and {len(names) - limit} more'
+    return shown

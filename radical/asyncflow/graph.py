@@ -1,0 +1,126 @@
+"""The dependency graph: which components wait for which.
+
+Pure bookkeeping, no asyncio: each node keeps the number of dependencies
+that have not finished yet and the list of nodes waiting for it.  Finishing
+a node is O(number of its dependents); a node is ready the moment its count
+reaches zero.  The engine subclasses :class:`Node` for its records.
+"""
+
+from __future__ import annotations
+
+import enum
+from typing import Iterable, List, Optional
+
+
+class NodeState(enum.Enum):
+    """Life of a workflow component, from registration to its outcome."""
+
+    WAITING = 'WAITING'        # some dependency has not finished
+    READY = 'READY'            # every dependency succeeded; not yet handed on
+    SUBMITTED = 'SUBMITTED'    # handed to the backend (or started, for blocks)
+    RUNNING = 'RUNNING'        # the backend reported it running
+    DONE = 'DONE'
+    FAILED = 'FAILED'
+    CANCELED = 'CANCELED'
+
+
+FINISHED = frozenset({NodeState.DONE, NodeState.FAILED, NodeState.CANCELED})
+
+_ALLOWED = {
+    NodeState.WAITING: frozenset({NodeState.READY, NodeState.FAILED, NodeState.CANCELED}),
+    NodeState.READY: frozenset({NodeState.SUBMITTED} | FINISHED),
+    NodeState.SUBMITTED: frozenset({NodeState.RUNNING} | FINISHED),
+    NodeState.RUNNING: FINISHED,
+}
+
+
+class InvalidTransition(RuntimeError):
+    """A node was moved between states in an order that cannot happen."""
+
+
+class Node:
+    """A vertex of the graph: an unmet-dependency count and its dependents."""
+
+    __slots__ = ('unmet', 'dependents', 'state')
+
+    def __init__(self) -> None:
+        self.unmet = 0
+        self.dependents: Optional[List['Node']] = None
+        self.state = NodeState.WAITING
+
+    @property
+    def finished(self) -> bool:
+        return self.state in FINISHED
+
+
+def transition(node: Node, new_state: NodeState) -> None:
+    """The one place a node's state changes."""
+    if new_state not in _ALLOWED.get(node.state, ()):
+        raise InvalidTransition(f'{node!r}: {node.state.name} -> {new_state.name}')
+    node.state = new_state
+
+
+class DependencyGraph:
+    """Tracks unmet dependencies and hands out nodes as they become ready."""
+
+    __slots__ = ('pending',)
+
+    def __init__(self) -> None:
+        self.pending = 0      # nodes added and not finished
+
+    def add(self, node: Node, dependencies: Iterable[Node]) -> Optional[Node]:
+        """Add ``node`` after ``dependencies``.
+
+        Returns None when the node waits (or is ready: check ``node.state``),
+        or the first dependency that already failed or was cancelled, in
+        which case the node was not added and must be finished by the caller
+        with that outcome.
+        """
+        self.pending += 1
+        for dep in dependencies:
+            state = dep.state
+            if state is NodeState.DONE:
+                continue
+            if state is NodeState.FAILED or state is NodeState.CANCELED:
+                self._unlink(node)
+                return dep
+            if dep.dependents is None:
+                dep.dependents = [node]
+            else:
+                dep.dependents.append(node)
+            node.unmet += 1
+        if node.unmet == 0:
+            transition(node, NodeState.READY)
+        return None
+
+    def _unlink(self, node: Node) -> None:
+        # Edges already made stay; the dependents lists tolerate finished
+        # nodes, so only the count needs resetting.
+        node.unmet = 0
+
+    def succeed(self, node: Node) -> List[Node]:
+        """Mark ``node`` DONE; return the dependents that became ready."""
+        transition(node, NodeState.DONE)
+        self.pending -= 1
+        dependents, node.dependents = node.dependents, None
+        ready = []
+        if dependents:
+            for dep in dependents:
+                dep.unmet -= 1
+                if dep.unmet == 0 and dep.state is NodeState.WAITING:
+                    transition(dep, NodeState.READY)
+                    ready.append(dep)
+        return ready
+
+    def abort(self, node: Node, outcome: NodeState) -> List[Node]:
+        """Mark ``node`` FAILED or CANCELED; return its unfinished dependents.
+
+        The caller finishes each of them (which aborts theirs in turn).
+        """
+        if outcome not in (NodeState.FAILED, NodeState.CANCELED):
+            raise ValueError(f'abort takes FAILED or CANCELED, not {outcome}')
+        if node.state not in FINISHED:
+            transition(node, outcome)
+            self.pending -= 1
+        dependents, node.dependents = node.dependents, None
+        return [dep for dep in dependents or () if dep.state not in FINISHED]

@@ -1,0 +1,706 @@
+"""The workflow engine: decorators, futures and the event-driven scheduler.
+
+Calling a decorated function registers a *component* (a task or a block)
+and returns an ``asyncio.Future`` at once.  Every future of this engine found
+among the call's arguments is a dependency.  The :class:`~.graph.DependencyGraph`
+counts unmet dependencies; when the last one finishes (a done-callback on its
+future), the component joins the ready queue.  ``run()`` drains that queue
+in batches (resolving arguments and linking data), ``submit()`` hands the
+batches to the backend, and the backend's state callbacks resolve the
+futures.  Nothing polls and nothing sleeps waiting for state.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import collections
+import enum
+import functools
+import inspect
+import itertools
+import os
+import signal
+import sys
+import threading
+from collections.abc import Mapping
+from typing import Any, Callable, Dict, Iterator, List, Optional, Union
+
+from . import config
+from .backends.execution.base import BaseExecutionBackend
+from .data import File, InputFile, OutputFile
+from .errors import BackendError, DependencyFailure
+from .graph import DependencyGraph, Node, NodeState, transition
+
+
+class ComponentType(str, enum.Enum):
+    """What a decorated function is: a backend task or a block (sub-workflow)."""
+
+    TASK = 'task'
+    BLOCK = 'block'
+
+
+class TaskType(str, enum.Enum):
+    """How a task runs: a Python function, or the shell command it returns."""
+
+    FUNCTION = 'function'
+    EXECUTABLE = 'executable'
+
+
+TASK = ComponentType.TASK
+BLOCK = ComponentType.BLOCK
+FUNCTION = TaskType.FUNCTION
+EXECUTABLE = TaskType.EXECUTABLE
+
+#: Ready components handed to the backend per submission batch.
+SUBMIT_BATCH = 4096
+#: Seconds shutdown() waits for the engine's own coroutines to stop.
+SHUTDOWN_WAIT = 5.0
+#: Signals that trigger an orderly shutdown; exit status is 128 + signal.
+SHUTDOWN_SIGNALS = (signal.SIGINT, signal.SIGTERM, signal.SIGHUP)
+
+_NO_DESCRIPTION: Dict[str, Any] = {}
+
+
+def _get_event_loop_or_raise(context_name: str = 'radical.asyncflow') -> asyncio.AbstractEventLoop:
+    """The running loop, or a RuntimeError saying how to get one."""
+    try:
+        return asyncio.get_running_loop()
+    except RuntimeError:
+        raise RuntimeError(
+            f'{context_name} must be created inside a running event loop: '
+            f'call "await WorkflowEngine.create(...)" from an async function '
+            f'started with asyncio.run()') from None
+
+
+class _ComponentSpec:
+    """What a decorator captured about the function it wraps."""
+
+    __slots__ = ('kind', 'task_type', 'func', 'name', 'is_service', 'description')
+
+    def __init__(self, kind: ComponentType, task_type: Optional[TaskType],
+                 func: Callable, is_service: bool, description: Dict[str, Any]) -> None:
+        self.kind = kind
+        self.task_type = task_type
+        self.func = func
+        self.name = func.__name__
+        self.is_service = is_service
+        self.description = description
+
+
+class ComponentRecord(Node):
+    """The engine's record of one task or block (a graph node)."""
+
+    __slots__ = ('uid', 'spec', 'future', 'args', 'kwargs', 'description',
+                 'dependencies', 'block_task', 'backend_final')
+
+    def __init__(self, uid: str, spec: _ComponentSpec, future: asyncio.Future,
+                 args: tuple, kwargs: dict, description: Dict[str, Any],
+                 dependencies: List['ComponentRecord']) -> None:
+        super().__init__()
+        self.uid = uid
+        self.spec = spec
+        self.future = future
+        self.args = args
+        self.kwargs = kwargs
+        self.description = description
+        self.dependencies = dependencies
+        self.block_task: Optional[asyncio.Task] = None
+        self.backend_final = False     # the backend reported a final state
+
+    @property
+    def name(self) -> str:
+        return self.spec.name
+
+    def __repr__(self) -> str:
+        return f'<{self.uid} {self.spec.name} {self.state.name}>'
+
+
+class _TaskFuture(asyncio.Future):
+    """An asyncio.Future that knows the record it belongs to."""
+
+    __slots__ = ('_af_record',)
+
+
+class _ComponentsView(Mapping):
+    """``engine.components``: uid -> {'future', 'description', 'type'}."""
+
+    def __init__(self, records: Dict[str, ComponentRecord]) -> None:
+        self._records = records
+
+    def __getitem__(self, uid: str) -> Dict[str, Any]:
+        rec = self._records[uid]
+        return {'future': rec.future, 'description': rec.description,
+                'type': rec.spec.kind}
+
+    def __iter__(self) -> Iterator[str]:
+        return iter(self._records)
+
+    def __len__(self) -> int:
+        return len(self._records)
+
+
+def _describe_type(value: Any) -> str:
+    return type(value).__name__
+
+
+class WorkflowEngine:
+    """Runs tasks and blocks on an execution backend as their dependencies finish.
+
+    Create it with ``await WorkflowEngine.create(backend)``; decorate ``async
+    def`` functions with :attr:`function_task`, :attr:`executable_task` or
+    :attr:`block`; call them to get futures; ``await engine.shutdown()`` at
+    the end.
+    """
+
+    @classmethod
+    async def create(cls, backend: Optional[BaseExecutionBackend] = None,
+                     dry_run: bool = False, implicit_data: bool = True) -> 'WorkflowEngine':
+        """Create an engine on ``backend`` and start its scheduler.
+
+        ``backend=None`` means the Noop backend with ``dry_run=True``, else
+        the backend configured by ``radical-asyncflow-run`` or the
+        environment (:mod:`radical.asyncflow.config`).
+        """
+        _get_event_loop_or_raise('WorkflowEngine')
+        backend = await cls._setup_execution_backend(backend, dry_run)
+        instance = cls(backend=backend, dry_run=dry_run, implicit_data=implicit_data)
+        await instance._start_async_components()
+        return instance
+
+    def __init__(self, backend: BaseExecutionBackend, dry_run: bool = False,
+                 implicit_data: bool = True) -> None:
+        """Private: use :meth:`create`, which also starts the scheduler."""
+        self.loop = _get_event_loop_or_raise('WorkflowEngine')
+        _check_bool('dry_run', dry_run)
+        _check_bool('implicit_data', implicit_data)
+        if not isinstance(backend, BaseExecutionBackend):
+            raise TypeError(f'backend must be a BaseExecutionBackend, not {_describe_type(backend)}')
+        self.backend = backend
+        self.dry_run = dry_run
+        self.implicit_data_mode = implicit_data
+        self.task_states_map = backend.get_task_states_map()
+
+        session = getattr(backend, 'session', None)
+        self.work_dir = getattr(session, 'path', None) or os.getcwd()
+
+        import radical.utils as ru   # deferred: keeps "import radical.asyncflow" fast
+        self.log = ru.Logger(name='radical.asyncflow', ns='radical.asyncflow', path=self.work_dir)
+        self.prof = ru.Profiler(name='radical.asyncflow', ns='radical.asyncflow', path=self.work_dir)
+
+        self._records: Dict[str, ComponentRecord] = {}
+        self.components = _ComponentsView(self._records)
+        self._graph = DependencyGraph()
+        self._ready: collections.deque = collections.deque()
+        self._wakeup = asyncio.Event()
+        self.queue: asyncio.Queue = asyncio.Queue()
+        self._counters = {TASK: itertools.count(1), BLOCK: itertools.count(1)}
+        self._background: set = set()        # backend cancel calls in flight
+        self._loop_thread = threading.get_ident()
+
+        self.block = self._register_decorator(comp_type=BLOCK)
+        self.function_task = self._register_decorator(comp_type=TASK, task_type=FUNCTION)
+        self.executable_task = self._register_decorator(comp_type=TASK, task_type=EXECUTABLE)
+
+        self._run_task: Optional[asyncio.Task] = None
+        self._submit_task: Optional[asyncio.Task] = None
+        self._shutdown_event = asyncio.Event()
+        self._shutdown_task: Optional[asyncio.Task] = None
+        self._installed_signals: List[int] = []
+        self.exit_signal: Optional[int] = None
+        self.backend.register_callback(self.task_callbacks)
+        self._setup_signal_handlers()
+
+    # ------------------------------------------------------------------ set-up
+
+    @classmethod
+    async def _setup_execution_backend(cls, backend: Optional[BaseExecutionBackend],
+                                       dry_run: bool) -> BaseExecutionBackend:
+        from .backends.execution.noop import NoopExecutionBackend
+        _check_bool('dry_run', dry_run)
+        if backend is None:
+            if dry_run:
+                backend = NoopExecutionBackend()
+            else:
+                backend = await config.create_default_backend()
+        elif not isinstance(backend, BaseExecutionBackend):
+            raise TypeError(f'backend must be a BaseExecutionBackend (e.g. '
+                            f'await ConcurrentExecutionBackend(ThreadPoolExecutor())), '
+                            f'not {_describe_type(backend)}')
+        elif dry_run and not isinstance(backend, NoopExecutionBackend):
+            raise RuntimeError(f'dry_run=True runs on the Noop backend; leave backend '
+                               f'unset instead of passing {type(backend).__name__}')
+        return await backend.initialize()
+
+    async def _start_async_components(self) -> None:
+        self._run_task = self.loop.create_task(self.run(), name='asyncflow-run')
+        self._submit_task = self.loop.create_task(self.submit(), name='asyncflow-submit')
+        self.prof.prof('engine_start', uid='engine')
+        self.log.info('engine started on %s (work_dir %s)', type(self.backend).__name__,
+                      self.work_dir)
+
+    def _setup_signal_handlers(self) -> None:
+        if threading.current_thread() is not threading.main_thread():
+            return        # only the main thread may own signal handlers
+        for sig in SHUTDOWN_SIGNALS:
+            try:
+                self.loop.add_signal_handler(sig, self._on_signal, sig)
+            except (NotImplementedError, RuntimeError, ValueError):
+                continue
+            self._installed_signals.append(sig)
+
+    def _remove_signal_handlers(self) -> None:
+        for sig in self._installed_signals:
+            try:
+                self.loop.remove_signal_handler(sig)
+            except (RuntimeError, ValueError):
+                pass
+        self._installed_signals = []
+
+    def _on_signal(self, sig: int) -> None:
+        if self.exit_signal is not None:
+            return
+        self.exit_signal = sig
+        self.log.warning('received %s: shutting down', signal.Signals(sig).name)
+        print(f'radical.asyncflow: received {signal.Signals(sig).name}, cancelling '
+              f'pending tasks and shutting down', file=sys.stderr, flush=True)
+        self.loop.create_task(self._exit_on_signal(sig))
+
+    async def _exit_on_signal(self, sig: int) -> None:
+        await self.shutdown()
+        # SystemExit leaves asyncio.run() without a traceback; the status
+        # follows the shell convention for death by signal.
+        raise SystemExit(128 + sig)
+
+    # -------------------------------------------------------------- decorators
+
+    def _register_decorator(self, comp_type: ComponentType,
+                            task_type: Optional[TaskType] = None) -> Callable:
+        def decorator(func: Optional[Callable] = None, *, service: bool = False) -> Callable:
+            if func is None:
+                return functools.partial(decorator, service=service)
+            if not isinstance(service, bool):
+                raise TypeError(f'service must be True or False, not {service!r}')
+            spec = self._make_spec(func, comp_type, task_type, service)
+
+            @functools.wraps(func)
+            def wrapper(*args: Any, **kwargs: Any) -> asyncio.Future:
+                return self._register(spec, args, kwargs)
+
+            wrapper.__asyncflow_original__ = func
+            return wrapper
+
+        decorator.__name__ = comp_type.value if task_type is None else f'{task_type.value}_task'
+        return decorator
+
+    @staticmethod
+    def _make_spec(func: Any, comp_type: ComponentType, task_type: Optional[TaskType],
+                   service: bool) -> _ComponentSpec:
+        what = 'block' if task_type is None else f'{task_type.value}_task'
+        if not callable(func):
+            raise TypeError(f'@{what} decorates an async function, not {_describe_type(func)}')
+        name = getattr(func, '__qualname__', repr(func))
+        if not inspect.iscoroutinefunction(func):
+            raise TypeError(f"@{what} needs an 'async def' function: '{name}' is not one "
+                            f"(write 'async def {getattr(func, '__name__', name)}(...)')")
+        description: Dict[str, Any] = _NO_DESCRIPTION
+        try:
+            param = inspect.signature(func).parameters.get('task_description')
+        except (TypeError, ValueError):
+            param = None
+        if param is not None and param.default is not inspect.Parameter.empty:
+            default = param.default
+            if default is not None and not isinstance(default, dict):
+                raise TypeError(f"'{name}': the default of task_description must be a dict, "
+                                f"not {_describe_type(default)}")
+            description = dict(default or {})
+        return _ComponentSpec(comp_type, task_type, func, service, description)
+
+    # ------------------------------------------------------------ registration
+
+    def _register(self, spec: _ComponentSpec, args: tuple, kwargs: dict) -> asyncio.Future:
+        if self._shutdown_event.is_set():
+            raise RuntimeError(f"cannot run '{spec.name}': the engine has been shut down")
+        description = spec.description
+        if 'task_description' in kwargs:
+            given = kwargs.pop('task_description')
+            if given is not None and not isinstance(given, dict):
+                raise TypeError(f"'{spec.name}': task_description must be a dict, "
+                                f"not {_describe_type(given)}")
+            if given:
+                description = {**description, **given}
+        dependencies: Dict[ComponentRecord, None] = {}
+        files: List[File] = []
+        self._scan(args, dependencies, files)
+        if kwargs:
+            self._scan(kwargs.values(), dependencies, files)
+
+        kind = spec.kind
+        uid = f'{kind.value}.{next(self._counters[kind]):06d}'
+        future = _TaskFuture(loop=self.loop)
+        desc = {
+            'uid': uid,
+            'name': spec.name,
+            'function': spec.func if spec.task_type is not EXECUTABLE else None,
+            'executable': None,
+            'args': args,
+            'kwargs': kwargs,
+            'is_service': spec.is_service,
+            'async': True,
+            'metadata': {
+                'input_files': [f.filename for f in files if type(f) is InputFile],
+                'output_files': [f.filename for f in files if type(f) is OutputFile],
+            },
+            'task_backend_specific_kwargs': dict(description),
+        }
+        record = ComponentRecord(uid, spec, future, args, kwargs, desc, list(dependencies))
+        future._af_record = record
+        future.add_done_callback(self._on_future_done)
+        self._records[uid] = record
+
+        blocker = self._graph.add(record, record.dependencies)
+        if blocker is not None:
+            self._finish_after_dependency(record, blocker)
+        elif record.state is NodeState.READY:
+            self._ready.append(record)
+            self._wakeup.set()
+        return future
+
+    def _scan(self, values: Any, dependencies: Dict[ComponentRecord, None],
+              files: List[File]) -> None:
+        """Collect this engine's futures and File arguments among ``values``."""
+        for value in values:
+            vtype = type(value)
+            if vtype is _TaskFuture:
+                record = value._af_record
+                if self._records.get(record.uid) is record:
+                    dependencies[record] = None
+            elif vtype is list or vtype is tuple:
+                self._scan(value, dependencies, files)
+            elif vtype is InputFile or vtype is OutputFile:
+                files.append(value)
+
+    # --------------------------------------------------------------- scheduler
+
+    async def run(self) -> None:
+        """Drain the ready queue: prepare ready components and queue them for submission.
+
+        Wakes only when a component becomes ready; runs until cancelled.
+        """
+        ready = self._ready
+        while True:
+            await self._wakeup.wait()
+            self._wakeup.clear()
+            while ready:
+                batch = []
+                for _ in range(min(len(ready), SUBMIT_BATCH)):
+                    record = ready.popleft()
+                    if record.future.done():
+                        continue
+                    if await self._prepare(record):
+                        batch.append(record)
+                if batch:
+                    self.queue.put_nowait(batch)
+                if ready:
+                    await asyncio.sleep(0)    # let submission and callbacks through
+
+    async def submit(self) -> None:
+        """Hand queued batches to the backend (tasks) or start them (blocks)."""
+        while True:
+            batch = await self.queue.get()
+            tasks = []
+            for record in batch:
+                if record.future.done():
+                    continue
+                transition(record, NodeState.SUBMITTED)
+                if record.spec.kind is BLOCK:
+                    record.block_task = self.loop.create_task(self.execute_block(
+                        record.future, record.spec.func, *record.args, **record.kwargs))
+                else:
+                    tasks.append(record)
+            if tasks:
+                await self._submit_to_backend(tasks)
+
+    async def _submit_to_backend(self, records: List[ComponentRecord]) -> None:
+        try:
+            result = self.backend.submit_tasks([r.description for r in records])
+            if inspect.isawaitable(result):
+                await result
+        except asyncio.CancelledError:
+            raise
+        except Exception as exc:
+            backend = type(self.backend).__name__
+            for record in records:
+                if not record.future.done():
+                    error = BackendError(f"{backend} could not submit task '{record.name}' "
+                                         f"({record.uid}): {exc}")
+                    error.__cause__ = exc
+                    record.future.set_exception(error)
+
+    async def _prepare(self, record: ComponentRecord) -> bool:
+        """Resolve a ready component's arguments and data; False if it failed."""
+        try:
+            args = _resolve(record.args)
+            kwargs = {k: _resolve_one(v) for k, v in record.kwargs.items()} if record.kwargs else {}
+            desc = record.description
+            spec = record.spec
+            if spec.kind is TASK:
+                self._link_data(record)
+                if spec.task_type is EXECUTABLE:
+                    command = await spec.func(*args, **kwargs)
+                    if not isinstance(command, str):
+                        raise ValueError(
+                            f"executable task '{spec.name}' must return its shell command "
+                            f"as a str, but returned {_describe_type(command)}: {command!r:.80}")
+                    desc['executable'] = command
+            record.args = args
+            record.kwargs = kwargs
+            desc['args'] = args
+            desc['kwargs'] = kwargs
+            return True
+        except Exception as exc:
+            if not record.future.done():
+                record.future.set_exception(exc)
+            return False
+
+    def _link_data(self, record: ComponentRecord) -> None:
+        """Tell the backend about the data each dependency edge carries."""
+        dst = record.description
+        inputs = dst['metadata']['input_files']
+        produced: Dict[str, ComponentRecord] = {}
+        for dep in record.dependencies:
+            if dep.spec.kind is not TASK:
+                continue
+            src = dep.description
+            if self.implicit_data_mode:
+                self.backend.link_implicit_data_deps(src, dst)
+            for name in src['metadata']['output_files']:
+                produced[os.path.basename(name)] = dep
+        for name in inputs:
+            base = os.path.basename(name)
+            dep = produced.get(base)
+            if dep is not None:
+                self.backend.link_explicit_data_deps(src_task=dep.description, dst_task=dst,
+                                                     file_name=base, file_path=None)
+                continue
+            infile = InputFile(name)
+            if not infile.is_url and not os.path.exists(name):
+                raise FileNotFoundError(
+                    f"task '{record.name}': InputFile('{name}') is neither an OutputFile of "
+                    f"one of its dependencies nor an existing path or URL")
+            self.backend.link_explicit_data_deps(src_task=None, dst_task=dst,
+                                                 file_name=infile.basename, file_path=name)
+
+    # ------------------------------------------------------------------ blocks
+
+    async def execute_block(self, block_fut: asyncio.Future, func: Callable,
+                            *args: Any, **kwargs: Any) -> None:
+        """Run a block's function and put its result or exception on ``block_fut``."""
+        try:
+            if inspect.iscoroutinefunction(func):
+                result = await func(*args, **kwargs)
+            else:
+                result = await self.loop.run_in_executor(
+                    None, functools.partial(func, *args, **kwargs))
+        except asyncio.CancelledError:
+            block_fut.cancel()
+            raise
+        except Exception as exc:
+            if not block_fut.done():
+                block_fut.set_exception(exc)
+        else:
+            if not block_fut.done():
+                block_fut.set_result(result)
+
+    # --------------------------------------------------------- state handling
+
+    def task_callbacks(self, task: Any, state: Any,
+                       service_callback: Optional[Callable] = None) -> None:
+        """Entry point for backend state reports; safe to call from any thread."""
+        if threading.get_ident() == self._loop_thread:
+            self._on_task_state(task, state, service_callback)
+            return
+        try:
+            self.loop.call_soon_threadsafe(self._on_task_state, task, state, service_callback)
+        except RuntimeError:            # the loop is closed: the run is over
+            pass
+
+    def _on_task_state(self, task: Any, state: Any,
+                       service_callback: Optional[Callable]) -> None:
+        states = self.task_states_map
+        task_dct = task if isinstance(task, dict) else task.as_dict()
+        record = self._records.get(task_dct['uid'])
+        if record is None:
+            self.log.warning('state %s for unknown task %s ignored', state, task_dct['uid'])
+            return
+        if service_callback is not None:
+            service_callback(record.future, task, state)
+        if state == states.DONE:
+            record.backend_final = True
+            self.handle_task_success(task_dct, record.future)
+        elif state == states.FAILED:
+            record.backend_final = True
+            self.handle_task_failure(task_dct, record.future)
+        elif state == states.CANCELED:
+            record.backend_final = True
+            self.handle_task_cancellation(task_dct, record.future)
+        elif state == states.RUNNING and record.state is NodeState.SUBMITTED:
+            transition(record, NodeState.RUNNING)
+
+    def handle_task_success(self, task: dict, task_fut: asyncio.Future) -> None:
+        """Resolve the future with the return value (function) or stdout (executable)."""
+        if task_fut.done():
+            self.log.warning('task %s finished twice; the second report is ignored', task['uid'])
+            return
+        if task.get('function') is not None:
+            task_fut.set_result(task.get('return_value'))
+        else:
+            task_fut.set_result(task.get('stdout'))
+
+    def handle_task_failure(self, task: dict, task_fut: asyncio.Future,
+                            override_error_message: Union[str, Exception, None] = None) -> None:
+        """Fail the future with the task's exception, its stderr, or the override."""
+        if task_fut.done():
+            self.log.warning('task %s failed after it had finished; ignored', task['uid'])
+            return
+        error = override_error_message
+        if error is None:
+            error = task.get('exception') or task.get('stderr') or \
+                f"task '{task.get('name', task['uid'])}' failed with an unknown error"
+        if not isinstance(error, BaseException):
+            error = RuntimeError(str(error))
+        task_fut.set_exception(error)
+
+    def handle_task_cancellation(self, task: dict, task_fut: asyncio.Future) -> bool:
+        """Cancel the future of a task the backend cancelled."""
+        if task_fut.done():
+            return False
+        return task_fut.cancel()
+
+    def _on_future_done(self, future: asyncio.Future) -> None:
+        """A component finished: release or abort its dependents."""
+        record: ComponentRecord = future._af_record
+        if future.cancelled():
+            submitted = record.state in (NodeState.SUBMITTED, NodeState.RUNNING)
+            for dependent in self._graph.abort(record, NodeState.CANCELED):
+                dependent.future.cancel()
+            if submitted and not record.backend_final:
+                self._cancel_in_backend(record)
+        elif future.exception() is not None:
+            error = future.exception()
+            root = error.root_cause if isinstance(error, DependencyFailure) else error
+            for dependent in self._graph.abort(record, NodeState.FAILED):
+                dependent.future.set_exception(DependencyFailure(
+                    f"task '{dependent.name}' was not run: its dependency "
+                    f"'{record.name}' ({record.uid}) failed: {root!r}",
+                    failed_dependencies=[record.name], root_cause=root))
+        else:
+            ready = self._graph.succeed(record)
+            if ready:
+                self._ready.extend(ready)
+                self._wakeup.set()
+        record.args = record.kwargs = None
+        record.dependencies = None
+
+    def _finish_after_dependency(self, record: ComponentRecord, dep: ComponentRecord) -> None:
+        if dep.state is NodeState.CANCELED:
+            record.future.cancel()
+            return
+        error = dep.future.exception()
+        root = error.root_cause if isinstance(error, DependencyFailure) else error
+        record.future.set_exception(DependencyFailure(
+            f"task '{record.name}' was not run: its dependency '{dep.name}' "
+            f"({dep.uid}) failed: {root!r}", failed_dependencies=[dep.name], root_cause=root))
+
+    def _cancel_in_backend(self, record: ComponentRecord) -> None:
+        if record.spec.kind is BLOCK:
+            if record.block_task is not None:
+                record.block_task.cancel()
+            return
+        try:
+            result = self.backend.cancel_task(record.uid)
+        except Exception as exc:
+            self.log.warning('cancelling %s in the backend failed: %s', record.uid, exc)
+            return
+        if inspect.isawaitable(result):
+            task = asyncio.ensure_future(result)
+            self._background.add(task)
+            task.add_done_callback(self._background_done)
+
+    def _background_done(self, task: asyncio.Future) -> None:
+        self._background.discard(task)
+        if not task.cancelled() and task.exception() is not None:
+            self.log.warning('backend cancel failed: %s', task.exception())
+
+    # ---------------------------------------------------------------- shutdown
+
+    async def shutdown(self, skip_execution_backend: bool = False) -> None:
+        """Stop the scheduler, cancel what is pending, shut the backend down.
+
+        Safe to call more than once; later calls wait for the first.
+        """
+        if self._shutdown_task is None:
+            self._shutdown_task = self.loop.create_task(self._shutdown(skip_execution_backend))
+        await asyncio.shield(self._shutdown_task)
+
+    async def _shutdown(self, skip_execution_backend: bool) -> None:
+        self.log.debug('shutting down')
+        self._shutdown_event.set()
+        internal = [t for t in (self._run_task, self._submit_task) if t is not None]
+        for task in internal:
+            task.cancel()
+        if internal:
+            done, pending = await asyncio.wait(internal, timeout=SHUTDOWN_WAIT)
+            if pending:
+                self.log.warning('engine coroutines did not stop within %ss', SHUTDOWN_WAIT)
+
+        pending_records = [r for r in self._records.values() if not r.future.done()]
+        if pending_records:
+            self.log.info('cancelling %d unfinished components', len(pending_records))
+        for record in pending_records:
+            if not skip_execution_backend:
+                record.backend_final = True     # the backend shutdown stops them all
+            record.future.cancel()
+        if self._background:
+            await asyncio.wait(list(self._background), timeout=SHUTDOWN_WAIT)
+        self._remove_signal_handlers()
+
+        if skip_execution_backend:
+            self.log.info('leaving the execution backend running, as asked')
+        else:
+            result = self.backend.shutdown()
+            if inspect.isawaitable(result):
+                await result
+        self.prof.prof('engine_stop', uid='engine')
+        self.prof.flush()
+        self.log.info('engine stopped')
+
+    async def __aenter__(self) -> 'WorkflowEngine':
+        return self
+
+    async def __aexit__(self, *exc_info: Any) -> None:
+        await self.shutdown()
+
+
+def _resolve_one(value: Any) -> Any:
+    vtype = type(value)
+    if vtype is _TaskFuture:
+        return value.result() if value.done() else value
+    if vtype is list:
+        return [_resolve_one(v) for v in value]
+    if vtype is tuple:
+        return tuple(_resolve_one(v) for v in value)
+    return value
+
+
+def _resolve(args: tuple) -> tuple:
+    """``args`` with every finished engine future replaced by its result."""
+    for value in args:
+        vtype = type(value)
+        if vtype is _TaskFuture or vtype is list or vtype is tuple:
+            return tuple(_resolve_one(v) for v in args)
+    return args
+
+
+def _check_bool(name: str, value: Any) -> None:
+    if not isinstance(value, bool):
+        raise TypeError(f'{name} must be True or False, not {value!r}')
