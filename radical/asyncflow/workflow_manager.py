@@ -30,6 +30,7 @@ from .backends.execution.base import BaseExecutionBackend
 from .data import File, InputFile, OutputFile
 from .errors import BackendError, DependencyFailure
 from .graph import DependencyGraph, Node, NodeState, transition
+from .run_stats import STATS
 
 
 class ComponentType(str, enum.Enum):
@@ -165,6 +166,7 @@ class WorkflowEngine:
         backend = await cls._setup_execution_backend(backend, dry_run)
         instance = cls(backend=backend, dry_run=dry_run, implicit_data=implicit_data)
         await instance._start_async_components()
+        STATS.engines_created += 1
         return instance
 
     def __init__(self, backend: BaseExecutionBackend, dry_run: bool = False,
@@ -580,12 +582,14 @@ class WorkflowEngine:
         """A component finished: release or abort its dependents."""
         record: ComponentRecord = future._af_record
         if future.cancelled():
+            STATS.canceled += 1
             submitted = record.state in (NodeState.SUBMITTED, NodeState.RUNNING)
             for dependent in self._graph.abort(record, NodeState.CANCELED):
                 dependent.future.cancel()
             if submitted and not record.backend_final:
                 self._cancel_in_backend(record)
         elif future.exception() is not None:
+            STATS.failed += 1
             error = future.exception()
             root = error.root_cause if isinstance(error, DependencyFailure) else error
             for dependent in self._graph.abort(record, NodeState.FAILED):
@@ -594,6 +598,7 @@ class WorkflowEngine:
                     f"'{record.name}' ({record.uid}) failed: {root!r}",
                     failed_dependencies=[record.name], root_cause=root))
         else:
+            STATS.done += 1
             ready = self._graph.succeed(record)
             if ready:
                 self._ready.extend(ready)
