@@ -26,12 +26,20 @@ class NodeState(enum.Enum):
 
 FINISHED = frozenset({NodeState.DONE, NodeState.FAILED, NodeState.CANCELED})
 
+# Allowed next states, kept on each member as a tuple: membership in a short
+# tuple compares by identity, which is cheaper than hashing an Enum member.
 _ALLOWED = {
-    NodeState.WAITING: frozenset({NodeState.READY, NodeState.FAILED, NodeState.CANCELED}),
-    NodeState.READY: frozenset({NodeState.SUBMITTED} | FINISHED),
-    NodeState.SUBMITTED: frozenset({NodeState.RUNNING} | FINISHED),
-    NodeState.RUNNING: FINISHED,
+    NodeState.WAITING: (NodeState.READY, NodeState.FAILED, NodeState.CANCELED),
+    NodeState.READY: (NodeState.SUBMITTED, NodeState.DONE, NodeState.FAILED,
+                      NodeState.CANCELED),
+    NodeState.SUBMITTED: (NodeState.RUNNING, NodeState.DONE, NodeState.FAILED,
+                          NodeState.CANCELED),
+    NodeState.RUNNING: (NodeState.DONE, NodeState.FAILED, NodeState.CANCELED),
 }
+for _state in NodeState:
+    _state.next_states = _ALLOWED.get(_state, ())
+    _state.is_finished = _state in FINISHED
+del _state
 
 
 class InvalidTransition(RuntimeError):
@@ -50,12 +58,12 @@ class Node:
 
     @property
     def finished(self) -> bool:
-        return self.state in FINISHED
+        return self.state.is_finished
 
 
 def transition(node: Node, new_state: NodeState) -> None:
     """The one place a node's state changes."""
-    if new_state not in _ALLOWED.get(node.state, ()):
+    if new_state not in node.state.next_states:
         raise InvalidTransition(f'{node!r}: {node.state.name} -> {new_state.name}')
     node.state = new_state
 
@@ -119,8 +127,8 @@ class DependencyGraph:
         """
         if outcome not in (NodeState.FAILED, NodeState.CANCELED):
             raise ValueError(f'abort takes FAILED or CANCELED, not {outcome}')
-        if node.state not in FINISHED:
+        if not node.state.is_finished:
             transition(node, outcome)
             self.pending -= 1
         dependents, node.dependents = node.dependents, None
-        return [dep for dep in dependents or () if dep.state not in FINISHED]
+        return [dep for dep in dependents or () if not dep.state.is_finished]

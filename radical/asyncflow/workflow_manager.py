@@ -62,6 +62,23 @@ SHUTDOWN_SIGNALS = (signal.SIGINT, signal.SIGTERM, signal.SIGHUP)
 _NO_DESCRIPTION: Dict[str, Any] = {}
 
 
+def _reset_signals_in_child() -> None:
+    """After fork: a worker process must not share the engine's signal handling.
+
+    Without this, a forked pool worker ignores SIGTERM and writes signals it
+    receives into the parent loop's wake-up pipe.
+    """
+    try:
+        signal.set_wakeup_fd(-1)
+    except (ValueError, OSError):
+        return
+    for sig in SHUTDOWN_SIGNALS:
+        signal.signal(sig, signal.default_int_handler if sig == signal.SIGINT else signal.SIG_DFL)
+
+
+_fork_hook_registered = False
+
+
 def _get_event_loop_or_raise(context_name: str = 'radical.asyncflow') -> asyncio.AbstractEventLoop:
     """The running loop, or a RuntimeError saying how to get one."""
     try:
@@ -97,7 +114,10 @@ class ComponentRecord(Node):
     def __init__(self, uid: str, spec: _ComponentSpec, future: asyncio.Future,
                  args: tuple, kwargs: dict, description: Dict[str, Any],
                  dependencies: List['ComponentRecord']) -> None:
-        super().__init__()
+        # Node's fields, set here rather than through super(): this runs per task.
+        self.unmet = 0
+        self.dependents = None
+        self.state = NodeState.WAITING
         self.uid = uid
         self.spec = spec
         self.future = future
@@ -209,6 +229,7 @@ class WorkflowEngine:
         self._shutdown_task: Optional[asyncio.Task] = None
         self._installed_signals: List[int] = []
         self.exit_signal: Optional[int] = None
+        self._ignore_backend_reports = False
         self.backend.register_callback(self.task_callbacks)
         self._setup_signal_handlers()
 
@@ -241,8 +262,12 @@ class WorkflowEngine:
                       self.work_dir)
 
     def _setup_signal_handlers(self) -> None:
+        global _fork_hook_registered
         if threading.current_thread() is not threading.main_thread():
             return        # only the main thread may own signal handlers
+        if not _fork_hook_registered and hasattr(os, 'register_at_fork'):
+            os.register_at_fork(after_in_child=_reset_signals_in_child)
+            _fork_hook_registered = True
         for sig in SHUTDOWN_SIGNALS:
             try:
                 self.loop.add_signal_handler(sig, self._on_signal, sig)
@@ -265,13 +290,9 @@ class WorkflowEngine:
         self.log.warning('received %s: shutting down', signal.Signals(sig).name)
         print(f'radical.asyncflow: received {signal.Signals(sig).name}, cancelling '
               f'pending tasks and shutting down', file=sys.stderr, flush=True)
-        self.loop.create_task(self._exit_on_signal(sig))
-
-    async def _exit_on_signal(self, sig: int) -> None:
-        await self.shutdown()
-        # SystemExit leaves asyncio.run() without a traceback; the status
-        # follows the shell convention for death by signal.
-        raise SystemExit(128 + sig)
+        if self._shutdown_task is None:
+            self._shutdown_task = self.loop.create_task(
+                self._shutdown(skip_execution_backend=False, exit_status=128 + sig))
 
     # -------------------------------------------------------------- decorators
 
@@ -332,7 +353,8 @@ class WorkflowEngine:
                 description = {**description, **given}
         dependencies: Dict[ComponentRecord, None] = {}
         files: List[File] = []
-        self._scan(args, dependencies, files)
+        if args:
+            self._scan(args, dependencies, files)
         if kwargs:
             self._scan(kwargs.values(), dependencies, files)
 
@@ -349,10 +371,10 @@ class WorkflowEngine:
             'is_service': spec.is_service,
             'async': True,
             'metadata': {
-                'input_files': [f.filename for f in files if type(f) is InputFile],
-                'output_files': [f.filename for f in files if type(f) is OutputFile],
+                'input_files': [f.filename for f in files if type(f) is InputFile] if files else [],
+                'output_files': [f.filename for f in files if type(f) is OutputFile] if files else [],
             },
-            'task_backend_specific_kwargs': dict(description),
+            'task_backend_specific_kwargs': dict(description) if description else {},
         }
         record = ComponentRecord(uid, spec, future, args, kwargs, desc, list(dependencies))
         future._af_record = record
@@ -384,7 +406,7 @@ class WorkflowEngine:
     # --------------------------------------------------------------- scheduler
 
     async def run(self) -> None:
-        """Drain the ready queue: prepare ready components and queue them for submission.
+        """Drain the ready queue: prepare ready components and submit them in batches.
 
         Wakes only when a component becomes ready; runs until cancelled.
         """
@@ -401,26 +423,32 @@ class WorkflowEngine:
                     if await self._prepare(record):
                         batch.append(record)
                 if batch:
-                    self.queue.put_nowait(batch)
+                    await self._dispatch(batch)
                 if ready:
-                    await asyncio.sleep(0)    # let submission and callbacks through
+                    await asyncio.sleep(0)    # let callbacks through between batches
 
     async def submit(self) -> None:
-        """Hand queued batches to the backend (tasks) or start them (blocks)."""
+        """Dispatch batches of prepared components put on ``queue``.
+
+        ``run()`` dispatches what it prepares itself; this serves batches
+        queued from outside the scheduler.
+        """
         while True:
             batch = await self.queue.get()
-            tasks = []
-            for record in batch:
-                if record.future.done():
-                    continue
-                transition(record, NodeState.SUBMITTED)
-                if record.spec.kind is BLOCK:
-                    record.block_task = self.loop.create_task(self.execute_block(
-                        record.future, record.spec.func, *record.args, **record.kwargs))
-                else:
-                    tasks.append(record)
-            if tasks:
-                await self._submit_to_backend(tasks)
+            await self._dispatch([r for r in batch if not r.future.done()])
+
+    async def _dispatch(self, batch: List[ComponentRecord]) -> None:
+        """Hand tasks to the backend and start blocks."""
+        tasks = []
+        for record in batch:
+            transition(record, NodeState.SUBMITTED)
+            if record.spec.kind is BLOCK:
+                record.block_task = self.loop.create_task(self.execute_block(
+                    record.future, record.spec.func, *record.args, **record.kwargs))
+            else:
+                tasks.append(record)
+        if tasks:
+            await self._submit_to_backend(tasks)
 
     async def _submit_to_backend(self, records: List[ComponentRecord]) -> None:
         try:
@@ -528,6 +556,8 @@ class WorkflowEngine:
 
     def _on_task_state(self, task: Any, state: Any,
                        service_callback: Optional[Callable]) -> None:
+        if self._ignore_backend_reports:
+            return      # interrupted: the futures are cancelled as the process exits
         states = self.task_states_map
         task_dct = task if isinstance(task, dict) else task.as_dict()
         record = self._records.get(task_dct['uid'])
@@ -647,7 +677,15 @@ class WorkflowEngine:
             self._shutdown_task = self.loop.create_task(self._shutdown(skip_execution_backend))
         await asyncio.shield(self._shutdown_task)
 
-    async def _shutdown(self, skip_execution_backend: bool) -> None:
+    async def _shutdown(self, skip_execution_backend: bool,
+                        exit_status: Optional[int] = None) -> None:
+        """Stop everything; with ``exit_status`` (a signal), end the process too.
+
+        On a signal the futures are cancelled last, in the same step that
+        raises SystemExit, so the driver does not wake up to a cancelled
+        future first: ``asyncio.run()`` then ends with the exit status and
+        without a traceback, and the driver's done-callbacks still run.
+        """
         self.log.debug('shutting down')
         self._shutdown_event.set()
         internal = [t for t in (self._run_task, self._submit_task) if t is not None]
@@ -658,13 +696,10 @@ class WorkflowEngine:
             if pending:
                 self.log.warning('engine coroutines did not stop within %ss', SHUTDOWN_WAIT)
 
-        pending_records = [r for r in self._records.values() if not r.future.done()]
-        if pending_records:
-            self.log.info('cancelling %d unfinished components', len(pending_records))
-        for record in pending_records:
-            if not skip_execution_backend:
-                record.backend_final = True     # the backend shutdown stops them all
-            record.future.cancel()
+        interrupted = exit_status is not None
+        self._ignore_backend_reports = interrupted
+        if not interrupted:
+            self._cancel_pending(stop_in_backend=skip_execution_backend)
         if self._background:
             await asyncio.wait(list(self._background), timeout=SHUTDOWN_WAIT)
         self._remove_signal_handlers()
@@ -678,12 +713,31 @@ class WorkflowEngine:
         self.prof.prof('engine_stop', uid='engine')
         self.prof.flush()
         self.log.info('engine stopped')
+        if interrupted:
+            self.loop.call_soon(_exit_process, exit_status)
+            self._cancel_pending(stop_in_backend=False)
+
+    def _cancel_pending(self, stop_in_backend: bool) -> None:
+        """Cancel every unfinished future; the backend is told only if asked."""
+        pending = [r for r in self._records.values() if not r.future.done()]
+        if pending:
+            self.log.info('cancelling %d unfinished components', len(pending))
+        for record in pending:
+            record.backend_final = not stop_in_backend
+            record.future.cancel()
 
     async def __aenter__(self) -> 'WorkflowEngine':
         return self
 
     async def __aexit__(self, *exc_info: Any) -> None:
         await self.shutdown()
+
+
+def _exit_process(status: int) -> None:
+    # Raised from a plain loop callback, SystemExit leaves asyncio.run()
+    # without a traceback; the status follows the shell convention for death
+    # by signal (128 + signal number).
+    raise SystemExit(status)
 
 
 def _resolve_one(value: Any) -> Any:

@@ -31,7 +31,7 @@ class FunctionRef:
         if not module or not qualname or '<locals>' in qualname or '<lambda>' in qualname:
             raise TypeError(
                 f"task '{task_name}': a ProcessPoolExecutor can only run functions "
-                f"defined at module level, and '{qualname or func!r}' is defined inside "
+                f"defined at module level, and {qualname or func!r} is defined inside "
                 f"another function; move it to module level or use a ThreadPoolExecutor")
         return cls(module, qualname)
 

@@ -37,6 +37,9 @@ class ConcurrentExecutionBackend(BaseExecutionBackend):
         self._states = StateMapper('concurrent')
         self._running: Dict[str, asyncio.Task] = {}
         self._stopped = False
+        # The pool's size bounds running commands too: each one holds a
+        # process and three pipes, and thousands at once exhaust descriptors.
+        self._command_slots = asyncio.Semaphore(executor._max_workers)
 
     @property
     def _uses_processes(self) -> bool:
@@ -62,7 +65,8 @@ class ConcurrentExecutionBackend(BaseExecutionBackend):
             if task.get('function') is not None:
                 task['return_value'] = await self._call(task)
             else:
-                result = await run_command(CommandSpec.from_task(task))
+                async with self._command_slots:
+                    result = await run_command(CommandSpec.from_task(task))
                 task['stdout'] = result.stdout
                 task['stderr'] = result.stderr
                 task['exit_code'] = result.exit_code
@@ -122,11 +126,11 @@ class ConcurrentExecutionBackend(BaseExecutionBackend):
         if runners:
             await asyncio.wait(runners, timeout=10)
         executor = self.executor
+        # Snapshot the workers first: executor.shutdown() forgets them.
+        workers = list((getattr(executor, '_processes', None) or {}).values())
         executor.shutdown(wait=False, cancel_futures=True)
-        if self._uses_processes:
-            for proc in list((getattr(executor, '_processes', None) or {}).values()):
-                if proc.is_alive():
-                    proc.terminate()
+        if workers:
+            await asyncio.get_running_loop().run_in_executor(None, _stop_processes, workers)
         # Threads cannot be killed: wait for running calls, but not forever.
         waiter = asyncio.get_running_loop().run_in_executor(
             None, functools.partial(executor.shutdown, wait=True))
@@ -153,3 +157,15 @@ class ConcurrentExecutionBackend(BaseExecutionBackend):
                                 file_name: Optional[str] = None,
                                 file_path: Optional[str] = None) -> None:
         return None     # tasks share the local file system and working directory
+
+
+def _stop_processes(workers: List[Any], grace: float = 3.0) -> None:
+    """Terminate pool workers still busy with a task, then kill the stubborn."""
+    for proc in workers:
+        if proc.is_alive():
+            proc.terminate()
+    for proc in workers:
+        proc.join(grace)
+        if proc.is_alive():
+            proc.kill()
+            proc.join(grace)
