@@ -69,11 +69,12 @@ async def main():
 
     print(f"ensemble of {summary['members']} random walks "
           f"({MEMBERS // 2} executable + {MEMBERS // 2} function tasks), {STEPS} steps each")
-    print(f"  mean final position      {summary['mean']:8.1f}   (expected 0)")
-    print(f"  mean squared displacement {summary['msd']:7.0f}   (expected {STEPS})")
-    print(f"  ratio MSD / steps         {summary['msd'] / STEPS:7.2f}")
-    print(f"  wall time                 {elapsed:7.2f} s")
-
+    rows = [('mean final position', f"{summary['mean']:.1f}", 'expected 0'),
+            ('mean squared displacement', f"{summary['msd']:.0f}", f'expected {STEPS}'),
+            ('MSD / steps', f"{summary['msd'] / STEPS:.2f}", 'expected 1'),
+            ('wall time', f'{elapsed:.2f} s', '')]
+    for label, value, note in rows:
+        print(f'  {label:<26} {value:>8}   {note}')
 
 if __name__ == '__main__':
     asyncio.run(main())
