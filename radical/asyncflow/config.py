@@ -16,6 +16,7 @@ from typing import Any, Dict, Optional
 
 ENV_BACKEND = 'RADICAL_ASYNCFLOW_BACKEND'
 ENV_RESOURCES = 'RADICAL_ASYNCFLOW_RESOURCES'
+ENV_JOURNAL = 'RADICAL_ASYNCFLOW_JOURNAL'
 
 BACKEND_NAMES = ('concurrent', 'dask', 'radical', 'noop')
 

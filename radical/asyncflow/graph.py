@@ -32,9 +32,11 @@ _ALLOWED = {
     NodeState.WAITING: (NodeState.READY, NodeState.FAILED, NodeState.CANCELED),
     NodeState.READY: (NodeState.SUBMITTED, NodeState.DONE, NodeState.FAILED,
                       NodeState.CANCELED),
+    # SUBMITTED/RUNNING -> READY: a failed attempt is tried again (retries).
     NodeState.SUBMITTED: (NodeState.RUNNING, NodeState.DONE, NodeState.FAILED,
-                          NodeState.CANCELED),
-    NodeState.RUNNING: (NodeState.DONE, NodeState.FAILED, NodeState.CANCELED),
+                          NodeState.CANCELED, NodeState.READY),
+    NodeState.RUNNING: (NodeState.DONE, NodeState.FAILED, NodeState.CANCELED,
+                        NodeState.READY),
 }
 for _state in NodeState:
     _state.next_states = _ALLOWED.get(_state, ())

@@ -19,6 +19,7 @@ import functools
 import inspect
 import itertools
 import os
+import pickle
 import signal
 import sys
 import threading
@@ -30,6 +31,8 @@ from .backends.execution.base import BaseExecutionBackend
 from .data import File, InputFile, OutputFile
 from .errors import BackendError, DependencyFailure
 from .graph import DependencyGraph, Node, NodeState, transition
+from .journal import Journal, JournalEntry, task_identity
+from .policy import DEFAULT_POLICY, TaskPolicy
 from .run_stats import STATS
 
 
@@ -57,7 +60,8 @@ SUBMIT_BATCH = 4096
 #: Seconds shutdown() waits for the engine's own coroutines to stop.
 SHUTDOWN_WAIT = 5.0
 #: Signals that trigger an orderly shutdown; exit status is 128 + signal.
-SHUTDOWN_SIGNALS = (signal.SIGINT, signal.SIGTERM, signal.SIGHUP)
+#: SIGUSR1 is what SLURM --signal and PBS send ahead of the walltime.
+SHUTDOWN_SIGNALS = (signal.SIGINT, signal.SIGTERM, signal.SIGHUP, signal.SIGUSR1)
 
 _NO_DESCRIPTION: Dict[str, Any] = {}
 
@@ -93,23 +97,39 @@ def _get_event_loop_or_raise(context_name: str = 'radical.asyncflow') -> asyncio
 class _ComponentSpec:
     """What a decorator captured about the function it wraps."""
 
-    __slots__ = ('kind', 'task_type', 'func', 'name', 'is_service', 'description')
+    __slots__ = ('kind', 'task_type', 'func', 'name', 'is_service', 'description',
+                 'policy', 'calls')
 
     def __init__(self, kind: ComponentType, task_type: Optional[TaskType],
-                 func: Callable, is_service: bool, description: Dict[str, Any]) -> None:
+                 func: Callable, is_service: bool, description: Dict[str, Any],
+                 policy: TaskPolicy = DEFAULT_POLICY) -> None:
         self.kind = kind
         self.task_type = task_type
         self.func = func
         self.name = func.__name__
         self.is_service = is_service
         self.description = description
+        self.policy = policy
+        self.calls = 0          # how often it was called: part of a task's identity
+
+
+class _Attempts:
+    """Retry, timeout and journal state of a task that needs any of them."""
+
+    __slots__ = ('policy', 'attempt', 'timer', 'identity')
+
+    def __init__(self, policy: TaskPolicy, identity: Optional[str]) -> None:
+        self.policy = policy
+        self.attempt = 1
+        self.timer: Optional[asyncio.TimerHandle] = None
+        self.identity = identity
 
 
 class ComponentRecord(Node):
     """The engine's record of one task or block (a graph node)."""
 
     __slots__ = ('uid', 'spec', 'future', 'args', 'kwargs', 'description',
-                 'dependencies', 'block_task', 'backend_final')
+                 'dependencies', 'block_task', 'backend_final', 'attempts')
 
     def __init__(self, uid: str, spec: _ComponentSpec, future: asyncio.Future,
                  args: tuple, kwargs: dict, description: Dict[str, Any],
@@ -127,6 +147,7 @@ class ComponentRecord(Node):
         self.dependencies = dependencies
         self.block_task: Optional[asyncio.Task] = None
         self.backend_final = False     # the backend reported a final state
+        self.attempts: Optional[_Attempts] = None
 
     @property
     def name(self) -> str:
@@ -175,16 +196,27 @@ class WorkflowEngine:
 
     @classmethod
     async def create(cls, backend: Optional[BaseExecutionBackend] = None,
-                     dry_run: bool = False, implicit_data: bool = True) -> 'WorkflowEngine':
+                     dry_run: bool = False, implicit_data: bool = True, *,
+                     journal: Optional[str] = None) -> 'WorkflowEngine':
         """Create an engine on ``backend`` and start its scheduler.
 
         ``backend=None`` means the Noop backend with ``dry_run=True``, else
         the backend configured by ``radical-asyncflow-run`` or the
-        environment (:mod:`radical.asyncflow.config`).
+        environment (:mod:`radical.asyncflow.config`).  ``journal`` is the
+        path of a campaign journal (default: ``$RADICAL_ASYNCFLOW_JOURNAL``):
+        tasks recorded there as done are not run again.
         """
         _get_event_loop_or_raise('WorkflowEngine')
-        backend = await cls._setup_execution_backend(backend, dry_run)
-        instance = cls(backend=backend, dry_run=dry_run, implicit_data=implicit_data)
+        journal = journal or os.environ.get(config.ENV_JOURNAL) or None
+        opened = Journal(journal) if journal else None    # fails before any backend starts
+        try:
+            backend = await cls._setup_execution_backend(backend, dry_run)
+            instance = cls(backend=backend, dry_run=dry_run, implicit_data=implicit_data)
+        except BaseException:
+            if opened is not None:
+                opened.close()
+            raise
+        instance._journal = opened
         await instance._start_async_components()
         STATS.engines_created += 1
         return instance
@@ -217,6 +249,8 @@ class WorkflowEngine:
         self.queue: asyncio.Queue = asyncio.Queue()
         self._counters = {TASK: itertools.count(1), BLOCK: itertools.count(1)}
         self._background: set = set()        # backend cancel calls in flight
+        self._journal: Optional[Journal] = None
+        self._journal_flush: Optional[asyncio.Handle] = None
         self._loop_thread = threading.get_ident()
 
         self.block = self._register_decorator(comp_type=BLOCK)
@@ -298,12 +332,18 @@ class WorkflowEngine:
 
     def _register_decorator(self, comp_type: ComponentType,
                             task_type: Optional[TaskType] = None) -> Callable:
-        def decorator(func: Optional[Callable] = None, *, service: bool = False) -> Callable:
+        def decorator(func: Optional[Callable] = None, *, service: bool = False,
+                      retries: int = 0, timeout: Optional[float] = None,
+                      retry_backoff: float = 1.0) -> Callable:
             if func is None:
-                return functools.partial(decorator, service=service)
+                return functools.partial(decorator, service=service, retries=retries,
+                                         timeout=timeout, retry_backoff=retry_backoff)
             if not isinstance(service, bool):
                 raise TypeError(f'service must be True or False, not {service!r}')
             spec = self._make_spec(func, comp_type, task_type, service)
+            name = getattr(func, '__qualname__', spec.name)
+            policy = TaskPolicy.build(name, retries, timeout, retry_backoff)
+            spec.policy, spec.description = policy.overridden(name, spec.description)
 
             @functools.wraps(func)
             def wrapper(*args: Any, **kwargs: Any) -> asyncio.Future:
@@ -351,6 +391,9 @@ class WorkflowEngine:
                                 f"not {_describe_type(given)}")
             if given:
                 description = {**description, **given}
+        policy = spec.policy
+        if description:
+            policy, description = policy.overridden(spec.name, description)
         dependencies: Dict[ComponentRecord, None] = {}
         files: List[File] = []
         if args:
@@ -380,6 +423,9 @@ class WorkflowEngine:
         future._af_record = record
         future.add_done_callback(self._on_future_done)
         self._records[uid] = record
+        spec.calls += 1
+        if policy is not DEFAULT_POLICY or self._journal is not None:
+            record.attempts = _Attempts(policy, self._identity(record) if self._journal else None)
 
         blocker = self._graph.add(record, record.dependencies)
         if blocker is not None:
@@ -447,6 +493,8 @@ class WorkflowEngine:
                     record.future, record.spec.func, *record.args, **record.kwargs))
             else:
                 tasks.append(record)
+                if record.attempts is not None and record.attempts.policy.timeout:
+                    self._arm_timeout(record)
         if tasks:
             await self._submit_to_backend(tasks)
 
@@ -474,6 +522,8 @@ class WorkflowEngine:
             desc = record.description
             spec = record.spec
             if spec.kind is TASK:
+                if self._journal is not None and self._replay(record):
+                    return False
                 self._link_data(record)
                 if spec.task_type is EXECUTABLE:
                     command = await spec.func(*args, **kwargs)
@@ -566,10 +616,18 @@ class WorkflowEngine:
             return
         if service_callback is not None:
             service_callback(record.future, task, state)
+        attempts = record.attempts
+        if attempts is not None and attempts.attempt > 1 and task is not record.description \
+                and isinstance(task, dict):
+            return      # a late report about an earlier attempt
         if state == states.DONE:
             record.backend_final = True
             self.handle_task_success(task_dct, record.future)
+            if self._journal is not None and attempts is not None:
+                self._journal_done(record, task_dct)
         elif state == states.FAILED:
+            if attempts is not None and self._retry(record, task_dct.get('exception')):
+                return
             record.backend_final = True
             self.handle_task_failure(task_dct, record.future)
         elif state == states.CANCELED:
@@ -611,6 +669,9 @@ class WorkflowEngine:
     def _on_future_done(self, future: asyncio.Future) -> None:
         """A component finished: release or abort its dependents."""
         record: ComponentRecord = future._af_record
+        if record.attempts is not None and record.attempts.timer is not None:
+            record.attempts.timer.cancel()
+            record.attempts.timer = None
         if future.cancelled():
             STATS.canceled += 1
             submitted = record.state in (NodeState.SUBMITTED, NodeState.RUNNING)
@@ -666,6 +727,106 @@ class WorkflowEngine:
         if not task.cancelled() and task.exception() is not None:
             self.log.warning('backend cancel failed: %s', task.exception())
 
+    # ------------------------------------------------- retries and timeouts
+
+    def _arm_timeout(self, record: ComponentRecord) -> None:
+        attempts = record.attempts
+        if attempts.timer is not None:
+            attempts.timer.cancel()
+        attempts.timer = self.loop.call_later(attempts.policy.timeout, self._on_timeout,
+                                              record, attempts.attempt)
+
+    def _on_timeout(self, record: ComponentRecord, attempt: int) -> None:
+        attempts = record.attempts
+        attempts.timer = None
+        if record.future.done() or attempts.attempt != attempt:
+            return
+        self._cancel_in_backend(record)
+        error = TimeoutError(f"task '{record.name}' ({record.uid}) did not finish within its "
+                             f"timeout of {attempts.policy.timeout:g} s (attempt {attempt}); "
+                             f"raise timeout= or check why it hangs")
+        if not self._retry(record, error):
+            record.future.set_exception(error)
+
+    def _retry(self, record: ComponentRecord, error: Optional[BaseException]) -> bool:
+        """Schedule another attempt if the policy allows one; True if it did."""
+        attempts = record.attempts
+        if attempts.attempt > attempts.policy.retries or self._shutdown_event.is_set():
+            return False
+        attempts.attempt += 1
+        delay = attempts.policy.delay(attempts.attempt)
+        self.log.warning('task %s (%s) failed (%s); attempt %d of %d in %.1f s', record.name,
+                         record.uid, error, attempts.attempt, attempts.policy.retries + 1, delay)
+        # A fresh dict per attempt: reports about the old one are recognised as stale.
+        fresh = {k: v for k, v in record.description.items()
+                 if k not in ('return_value', 'stdout', 'stderr', 'exit_code', 'exception')}
+        record.description = fresh
+        transition(record, NodeState.READY)
+        self.loop.call_later(delay, self._resubmit, record)
+        return True
+
+    def _resubmit(self, record: ComponentRecord) -> None:
+        if record.future.done() or self._shutdown_event.is_set():
+            return
+        task = self.loop.create_task(self._dispatch([record]))
+        self._background.add(task)
+        task.add_done_callback(self._background_done)
+
+    # ---------------------------------------------------------------- journal
+
+    def _identity(self, record: ComponentRecord) -> str:
+        spec = record.spec
+        records = self._records
+
+        def identity_of(value: Any) -> Optional[str]:
+            if type(value) is _TaskFuture:
+                dep = value._af_record
+                if records.get(dep.uid) is dep and dep.attempts is not None:
+                    return dep.attempts.identity
+            return None
+
+        qualname = f'{spec.func.__module__}.{spec.func.__qualname__}'
+        return task_identity(qualname, spec.calls, record.args, record.kwargs, identity_of)
+
+    def _replay(self, record: ComponentRecord) -> bool:
+        """Resolve a task from the journal if it finished in an earlier run."""
+        entry = self._journal.lookup(record.attempts.identity)
+        if entry is None or not entry.outputs_exist(self.work_dir):
+            return False
+        try:
+            result = entry.result()
+        except Exception as exc:       # e.g. the result's class no longer exists
+            self.log.warning('journal entry of %s unreadable (%s); running it again',
+                             record.name, exc)
+            return False
+        record.description['replayed'] = True
+        record.future.set_result(result)
+        return True
+
+    def _journal_done(self, record: ComponentRecord, task: Dict[str, Any]) -> None:
+        if record.spec.task_type is EXECUTABLE:
+            kind, payload = 'stdout', str(task.get('stdout') or '').encode()
+        else:
+            try:
+                kind, payload = 'value', pickle.dumps(task.get('return_value'), protocol=4)
+            except Exception as exc:
+                self.log.warning('result of %s cannot be pickled (%s): not journaled, '
+                                 'it will run again on resume', record.name, exc)
+                return
+        outputs = tuple(task['metadata']['output_files'])
+        full = self._journal.record(JournalEntry(record.attempts.identity, record.name,
+                                                 kind, payload, outputs))
+        if full:
+            self._flush_journal()
+        elif self._journal_flush is None:
+            # Once per loop iteration: every completion of this iteration in one commit.
+            self._journal_flush = self.loop.call_soon(self._flush_journal)
+
+    def _flush_journal(self) -> None:
+        self._journal_flush = None
+        if self._journal is not None:
+            self._journal.flush()
+
     # ---------------------------------------------------------------- shutdown
 
     async def shutdown(self, skip_execution_backend: bool = False) -> None:
@@ -710,6 +871,9 @@ class WorkflowEngine:
             result = self.backend.shutdown()
             if inspect.isawaitable(result):
                 await result
+        if self._journal is not None:
+            self._journal.close()
+            self._journal = None
         self.prof.prof('engine_stop', uid='engine')
         self.prof.flush()
         self.log.info('engine stopped')

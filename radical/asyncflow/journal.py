@@ -1,0 +1,169 @@
+"""The campaign journal: finished tasks, so a re-run does not repeat them.
+
+An SQLite file in WAL mode holds one row per task that finished DONE, keyed
+by the task's *identity*: a hash of its function's qualified name, how many
+times that function had been called before (its position in the workflow),
+its arguments, and the identities of its dependencies.  A re-run of the same
+driver with the same journal resolves such tasks from the row instead of
+running them; changing a task's arguments changes its identity and so the
+identities of everything downstream, which then run again.
+
+Rows are committed once per event-loop iteration (bounded batches), so a
+driver killed with SIGKILL loses at most the completions of the iteration
+it was killed in.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import json
+import os
+import pickle
+import sqlite3
+import time
+from dataclasses import dataclass
+from typing import Any, Callable, Iterable, List, Optional, Tuple
+
+from .data import File
+from .errors import AsyncFlowError
+
+APPLICATION_ID = 0x41464A31     # 'AFJ1': marks the file as ours
+SCHEMA_VERSION = 1
+MAX_BATCH = 1000                # rows per commit at most
+_SQLITE_MAGIC = b'SQLite format 3\x00'
+
+
+class JournalError(AsyncFlowError, RuntimeError):
+    """The journal file cannot be used (corrupt, foreign, unwritable)."""
+
+
+@dataclass(frozen=True)
+class JournalEntry:
+    """One finished task."""
+
+    identity: str
+    name: str
+    kind: str                       # 'value' (pickled return value) or 'stdout'
+    payload: bytes
+    output_files: Tuple[str, ...] = ()
+
+    def result(self) -> Any:
+        """The recorded result: the function's value or the command's stdout."""
+        if self.kind == 'value':
+            return pickle.loads(self.payload)
+        return self.payload.decode()
+
+    def outputs_exist(self, base: str) -> bool:
+        """True when every declared OutputFile is still there."""
+        return all(os.path.exists(os.path.join(base, path)) for path in self.output_files)
+
+
+class Journal:
+    """Reads and appends finished tasks; never overwrites a file it did not make."""
+
+    def __init__(self, path: str) -> None:
+        self.path = os.path.abspath(os.fspath(path))
+        existed = os.path.exists(self.path) and os.path.getsize(self.path) > 0
+        if existed:
+            with open(self.path, 'rb') as handle:
+                if handle.read(len(_SQLITE_MAGIC)) != _SQLITE_MAGIC:
+                    raise JournalError(
+                        f'{self.path} is not a radical.asyncflow journal (not an SQLite '
+                        f'file); it was left untouched: pass another journal path')
+        try:
+            self._db = sqlite3.connect(self.path, isolation_level=None,
+                                       check_same_thread=False)
+            if existed:
+                self._check_existing()
+            self._db.execute('PRAGMA journal_mode=WAL')
+            self._db.execute('PRAGMA synchronous=NORMAL')
+            self._db.execute(
+                'CREATE TABLE IF NOT EXISTS tasks (identity TEXT PRIMARY KEY, '
+                'name TEXT NOT NULL, kind TEXT NOT NULL, payload BLOB NOT NULL, '
+                'output_files TEXT NOT NULL, finished REAL NOT NULL)')
+            self._db.execute(f'PRAGMA application_id={APPLICATION_ID}')
+            self._db.execute(f'PRAGMA user_version={SCHEMA_VERSION}')
+        except sqlite3.DatabaseError as exc:
+            raise JournalError(f'{self.path} cannot be used as a journal: {exc}; '
+                               f'it was left untouched') from None
+        self._pending: List[Tuple[Any, ...]] = []
+
+    def _check_existing(self) -> None:
+        (app_id,) = self._db.execute('PRAGMA application_id').fetchone()
+        if app_id != APPLICATION_ID:
+            raise JournalError(f'{self.path} is an SQLite database of another program, '
+                               f'not a radical.asyncflow journal; it was left untouched')
+        (check,) = self._db.execute('PRAGMA quick_check').fetchone()
+        if check != 'ok':
+            raise JournalError(f'{self.path} is corrupted ({check}); it was left untouched: '
+                               f'restore it or start a new journal')
+        (version,) = self._db.execute('PRAGMA user_version').fetchone()
+        if version != SCHEMA_VERSION:
+            raise JournalError(f'{self.path} has journal format {version}, this version '
+                               f'reads format {SCHEMA_VERSION}')
+
+    def __len__(self) -> int:
+        (count,) = self._db.execute('SELECT COUNT(*) FROM tasks').fetchone()
+        return count + len(self._pending)
+
+    def lookup(self, identity: str) -> Optional[JournalEntry]:
+        """The entry for ``identity``, or None."""
+        row = self._db.execute('SELECT name, kind, payload, output_files FROM tasks '
+                               'WHERE identity = ?', (identity,)).fetchone()
+        if row is None:
+            return None
+        name, kind, payload, outputs = row
+        return JournalEntry(identity, name, kind, bytes(payload), tuple(json.loads(outputs)))
+
+    def record(self, entry: JournalEntry) -> bool:
+        """Queue ``entry``; True when a batch is full and should be flushed now."""
+        self._pending.append((entry.identity, entry.name, entry.kind, entry.payload,
+                              json.dumps(list(entry.output_files)), time.time()))
+        return len(self._pending) >= MAX_BATCH
+
+    @property
+    def has_pending(self) -> bool:
+        return bool(self._pending)
+
+    def flush(self) -> None:
+        """Commit what was recorded since the last flush."""
+        if not self._pending:
+            return
+        rows, self._pending = self._pending, []
+        with self._db:
+            self._db.execute('BEGIN')
+            self._db.executemany('INSERT OR REPLACE INTO tasks VALUES (?, ?, ?, ?, ?, ?)', rows)
+
+    def close(self) -> None:
+        """Flush and close the file."""
+        self.flush()
+        self._db.close()
+
+
+def task_identity(qualname: str, position: int, args: Iterable[Any], kwargs: dict,
+                  identity_of: Callable[[Any], Optional[str]]) -> str:
+    """A stable hash of what makes a task the same task in another run.
+
+    ``identity_of(value)`` returns the identity of a dependency future and
+    None for any other value.  A value that cannot be pickled makes the
+    identity unique to this run, so that task always runs again.
+    """
+    digest = hashlib.sha256()
+    digest.update(f'{qualname}\x00{position}\x00'.encode())
+    digest.update(_canonical(tuple(args), identity_of))
+    digest.update(_canonical(sorted(kwargs.items()), identity_of))
+    return digest.hexdigest()
+
+
+def _canonical(value: Any, identity_of: Callable[[Any], Optional[str]]) -> bytes:
+    identity = identity_of(value)
+    if identity is not None:
+        return b'D' + identity.encode()
+    if isinstance(value, (list, tuple)):
+        return b'L(' + b','.join(_canonical(v, identity_of) for v in value) + b')'
+    if isinstance(value, File):
+        return f'F{type(value).__name__}:{value.filename}'.encode()
+    try:
+        return b'P' + hashlib.sha256(pickle.dumps(value, protocol=4)).digest()
+    except Exception:
+        return f'U{type(value).__qualname__}:{id(value)}:{time.time_ns()}'.encode()
