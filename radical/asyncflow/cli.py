@@ -3,7 +3,8 @@
 Exit status: 0 when every task succeeded; 1 when a task failed, was
 cancelled or the driver raised; 2 for bad usage (missing driver, bad
 resources, a driver that never created an engine); 128+N when signal N
-interrupted the run.
+interrupted the run (143 for SIGTERM, 138 for SIGUSR1): re-run with
+``--resume JOURNAL`` to finish the campaign.
 """
 
 from __future__ import annotations
@@ -40,6 +41,9 @@ def build_parser() -> argparse.ArgumentParser:
                         help='backend resources as a JSON object or a JSON file')
     parser.add_argument('--work-dir', metavar='DIR',
                         help='directory the driver runs in (created if missing)')
+    parser.add_argument('--resume', metavar='JOURNAL',
+                        help='campaign journal (SQLite): tasks it records as done are not '
+                             'run again, new completions are added (created if missing)')
     parser.add_argument('--quiet', action='store_true', help='print no run summary')
     parser.add_argument('driver', help='the workflow driver script (a .py file)')
     parser.add_argument('driver_args', nargs=argparse.REMAINDER,
@@ -75,6 +79,8 @@ def configure(args: argparse.Namespace) -> str:
     os.environ[config.ENV_BACKEND] = backend
     if args.resources is not None:
         os.environ[config.ENV_RESOURCES] = json.dumps(load_resources(args.resources))
+    if args.resume:
+        os.environ[config.ENV_JOURNAL] = os.path.abspath(args.resume)
     return backend
 
 
