@@ -1,0 +1,154 @@
+"""SIGTERM/SIGINT/SIGHUP to a driver: orderly shutdown, exit status 128+signal."""
+
+import os
+import signal
+import subprocess
+import sys
+import textwrap
+import threading
+
+import psutil
+import pytest
+
+N_SLEEPERS = 3
+EXIT_WAIT = 15
+
+DRIVER = textwrap.dedent('''
+    import asyncio
+    import sys
+    from concurrent.futures import ThreadPoolExecutor
+
+    from radical.asyncflow import ConcurrentExecutionBackend, WorkflowEngine
+
+    FIFO_DIR = sys.argv[1]
+    N = int(sys.argv[2])
+
+
+    async def main():
+        backend = await ConcurrentExecutionBackend(ThreadPoolExecutor(max_workers=N + 1))
+        engine = await WorkflowEngine.create(backend=backend)
+
+        @engine.executable_task
+        async def sleeper(i):
+            # tell the test our pid, then become "sleep 60"
+            return f'echo $$ > {FIFO_DIR}/pid{i}; exec sleep 60'
+
+        @engine.function_task
+        async def dependent(x):
+            return x
+
+        @engine.function_task
+        async def second_level(x):
+            return x
+
+        futures = {}
+        for i in range(N):
+            futures[f'sleeper{i}'] = s = sleeper(i)
+            futures[f'dependent{i}'] = d = dependent(s)
+            futures[f'second_level{i}'] = second_level(d)
+
+        def report(fut, name):
+            state = 'CANCELLED' if fut.cancelled() else 'FINISHED'
+            print(f'{state} {name}', flush=True)
+
+        for name, fut in futures.items():
+            fut.add_done_callback(lambda f, name=name: report(f, name))
+        print('READY', flush=True)
+        await asyncio.gather(*futures.values())
+        print('COMPLETED', flush=True)
+
+
+    asyncio.run(main())
+''')
+
+
+def alive(pid):
+    try:
+        return psutil.Process(pid).status() != psutil.STATUS_ZOMBIE
+    except psutil.NoSuchProcess:
+        return False
+
+
+def read_with_timeout(read, unblock, timeout, what):
+    """``read()`` in a thread; on timeout call ``unblock()`` and fail."""
+    result = {}
+    thread = threading.Thread(target=lambda: result.setdefault('value', read()), daemon=True)
+    thread.start()
+    thread.join(timeout)
+    if thread.is_alive():
+        unblock()
+        thread.join(5)
+        pytest.fail(f'timed out waiting for {what}')
+    return result.get('value')
+
+
+def read_fifo(path, timeout=15):
+    def read():
+        with open(path) as f:
+            return f.read()
+
+    def unblock():
+        with open(path, 'w'):
+            pass
+
+    return read_with_timeout(read, unblock, timeout, f'a sleeper to write {path}')
+
+
+def run_and_signal(tmp_path, sig):
+    """Start the driver, signal it once its commands run; (returncode, stdout, stderr, pids)."""
+    for i in range(N_SLEEPERS):
+        os.mkfifo(tmp_path / f'pid{i}')
+    script = tmp_path / 'driver.py'
+    script.write_text(DRIVER)
+    env = dict(os.environ, RADICAL_ASYNCFLOW_PROFILE='False', PYTHONUNBUFFERED='1')
+    proc = subprocess.Popen([sys.executable, str(script), str(tmp_path), str(N_SLEEPERS)],
+                            stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True,
+                            cwd=tmp_path, env=env)
+    pids = []
+    try:
+        first = read_with_timeout(proc.stdout.readline, proc.kill, 60, 'READY from the driver')
+        if first.strip() != 'READY':
+            out, err = proc.communicate(timeout=EXIT_WAIT)
+            pytest.fail(f'driver did not get ready: {first}{out}\nstderr:\n{err}')
+        pids = [int(read_fifo(tmp_path / f'pid{i}')) for i in range(N_SLEEPERS)]
+        assert all(alive(pid) for pid in pids)
+        proc.send_signal(sig)
+        try:
+            out, err = proc.communicate(timeout=EXIT_WAIT)
+        except subprocess.TimeoutExpired:
+            proc.kill()
+            out, err = proc.communicate()
+            pytest.fail(f'driver still running {EXIT_WAIT}s after {signal.Signals(sig).name}'
+                        f'\nstdout:\n{out}\nstderr:\n{err}')
+        return proc.returncode, first + out, err, pids
+    finally:
+        if proc.poll() is None:
+            proc.kill()
+            proc.wait()
+        for pid in pids:               # our own grandchildren, by pid
+            if alive(pid):
+                try:
+                    os.kill(pid, signal.SIGKILL)
+                except ProcessLookupError:
+                    pass
+
+
+@pytest.mark.parametrize('sig', [signal.SIGTERM, signal.SIGINT, signal.SIGHUP],
+                         ids=['SIGTERM', 'SIGINT', 'SIGHUP'])
+def test_signal_shuts_down_in_order(tmp_path, sig):
+    returncode, out, err, pids = run_and_signal(tmp_path, sig)
+    assert returncode == 128 + sig, f'stdout:\n{out}\nstderr:\n{err}'
+    assert 'Traceback' not in err, err
+    assert 'COMPLETED' not in out
+    left = [pid for pid in pids if alive(pid)]
+    assert left == [], f'sleep commands still running after the driver exited: {left}'
+
+
+def test_driver_sees_its_futures_cancelled(tmp_path):
+    returncode, out, err, _ = run_and_signal(tmp_path, signal.SIGTERM)
+    lines = set(out.splitlines())
+    expected = {f'CANCELLED {kind}{i}' for i in range(N_SLEEPERS)
+                for kind in ('sleeper', 'dependent', 'second_level')}
+    assert expected <= lines, f'missing: {sorted(expected - lines)}\nstdout:\n{out}\nstderr:\n{err}'
+    assert not any(line.startswith('FINISHED') for line in lines)
+    assert returncode == 128 + signal.SIGTERM
