@@ -1,0 +1,518 @@
+"""Runs tasks on a dask.distributed cluster through its asynchronous Client.
+
+``DaskExecutionBackend(resources)`` starts a ``LocalCluster`` from
+``resources`` (``n_workers``, ``threads_per_worker``, ``processes``,
+``memory_limit``...), or connects to a running scheduler given as
+``{'scheduler_address': 'tcp://host:port'}`` (or ``scheduler_file``) and
+leaves that cluster running on shutdown.
+
+Each task becomes one Dask task.  Function tasks run in a worker thread
+(coroutine functions on a fresh event loop there); executable tasks run
+their command as a subprocess of the worker, whose stdout is the result.
+Per-task Dask options come from the task description: ``resources``,
+``retries``, ``priority``, ``workers``, ``allow_other_workers`` and
+``pure`` (default False).  Workers need ``radical.asyncflow`` installed.
+
+Dask does not tell a client when a worker starts a task, so ``running``
+means "handed to the scheduler".  Cancelling a task cancels its Dask future
+and interrupts it on the worker: a coroutine is cancelled, a command's
+process group is killed; a plain function runs to its end (Python threads
+cannot be stopped).
+"""
+
+from __future__ import annotations
+
+import asyncio
+import collections
+import inspect
+import logging
+import os
+import signal
+import threading
+import time
+import uuid
+from typing import Any, Callable, Dict, List, Optional, Tuple
+
+from ...constants import StateMapper
+from ...errors import BackendError, MissingDependencyError
+from ._command import CommandResult, CommandSpec, command_failure, run_command_sync
+from ._functions import call_function
+from .base import BaseExecutionBackend, Session, TaskDict
+
+StateMapper.register_backend_states('dask', done_state='finished', failed_state='error',
+                                    canceled_state='cancelled', running_state='running',
+                                    pending='pending', lost='lost')
+
+#: Keys of ``task_backend_specific_kwargs`` passed on to ``Client.submit``.
+SUBMIT_OPTIONS = ('resources', 'retries', 'priority', 'workers', 'allow_other_workers')
+#: ``resources`` keys that name an existing cluster instead of starting one.
+CONNECT_OPTIONS = ('scheduler_address', 'scheduler_file')
+#: Seconds allowed for each step of cancelling and shutting down.
+CONTROL_TIMEOUT = 10.0
+
+log = logging.getLogger('radical.asyncflow.dask')
+
+
+class DaskExecutionBackend(BaseExecutionBackend):
+    """Execution on a dask.distributed cluster, local or remote."""
+
+    def __init__(self, resources: Optional[Dict[str, Any]] = None) -> None:
+        try:
+            import distributed
+        except ImportError as exc:
+            raise MissingDependencyError('DaskExecutionBackend', 'distributed', 'dask') from exc
+        if resources is None:
+            resources = {}
+        if not isinstance(resources, dict):
+            raise TypeError(f'DaskExecutionBackend needs a dict of resources, '
+                            f'not {type(resources).__name__}')
+        self._dd = distributed
+        self.resources = dict(resources)
+        self.session = Session()
+        self.client: Any = None
+        self.cluster: Any = None
+        self._owns_cluster = not any(self.resources.get(k) for k in CONNECT_OPTIONS)
+        self._states = StateMapper('dask')
+        self._token = uuid.uuid4().hex[:8]
+        self._tasks: Dict[str, Tuple[TaskDict, Any]] = {}     # uid -> (task, dask future)
+        self._uids_of: Dict[int, List[str]] = {}              # id(dask future) -> uids
+        self._completed: Any = None                           # distributed.as_completed
+        self._collector: Optional[asyncio.Task] = None
+        self._more: Optional[asyncio.Event] = None
+        self._stopped = False
+
+    # -- lifecycle ---------------------------------------------------------
+
+    async def _async_init(self) -> None:
+        dd = self._dd
+        opts = dict(self.resources)
+        address = opts.pop('scheduler_address', None)
+        scheduler_file = opts.pop('scheduler_file', None)
+        try:
+            if self._owns_cluster:
+                opts.setdefault('dashboard_address', ':0')     # any free port, not 8787
+                self.cluster = dd.LocalCluster(asynchronous=True, **opts)
+                await self.cluster
+                self.client = dd.Client(self.cluster, asynchronous=True, set_as_default=False)
+            else:
+                self.client = dd.Client(address, scheduler_file=scheduler_file,
+                                        asynchronous=True, set_as_default=False, **opts)
+            await self.client
+        except Exception as exc:
+            await self._close_client_and_cluster()
+            where = (f'a LocalCluster with {opts}' if self._owns_cluster else
+                     f'the Dask scheduler at {address or scheduler_file}')
+            raise BackendError(f'DaskExecutionBackend could not start or reach {where}: '
+                               f'{type(exc).__name__}: {exc}') from exc
+        self._completed = dd.as_completed(loop=self.client.loop)
+        self._more = asyncio.Event()
+        self._collector = asyncio.get_running_loop().create_task(
+            self._collect(), name='asyncflow-dask-collector')
+
+    async def shutdown(self) -> None:
+        if self._stopped:
+            return
+        self._stopped = True
+        pending = list(self._tasks.values())
+        self._tasks.clear()
+        self._uids_of.clear()
+        if pending and self.client is not None:
+            await self._stop_remote([fut for _, fut in pending])
+        for task, _ in pending:
+            self.task_state_cb(task, self._states.CANCELED)
+        if self._collector is not None:
+            self._collector.cancel()
+            await asyncio.wait([self._collector], timeout=CONTROL_TIMEOUT)
+        await self._close_client_and_cluster()
+
+    async def _close_client_and_cluster(self) -> None:
+        for closable in (self.client, self.cluster if self._owns_cluster else None):
+            if closable is None:
+                continue
+            try:
+                await asyncio.wait_for(closable.close(), timeout=CONTROL_TIMEOUT * 3)
+            except Exception as exc:          # keep closing the rest
+                log.warning('closing %s failed: %s', type(closable).__name__, exc)
+
+    def state(self) -> str:
+        if self._stopped:
+            return 'STOPPED'
+        return 'RUNNING' if self.client is not None else 'NEW'
+
+    # -- tasks ---------------------------------------------------------------
+
+    async def submit_tasks(self, tasks: List[TaskDict]) -> None:
+        if self._stopped or self.client is None:
+            raise RuntimeError('DaskExecutionBackend is not running: '
+                               + ('it has been shut down' if self._stopped else
+                                  "await it first (backend = await DaskExecutionBackend({...}))"))
+        # One Client.map call per group of tasks with the same Dask options:
+        # the scheduler then receives one graph per group, not one per task.
+        groups: Dict[str, Tuple[Dict[str, Any], List[TaskDict]]] = {}
+        for task in tasks:
+            opts = task.get('task_backend_specific_kwargs') or {}
+            submit = {k: opts[k] for k in SUBMIT_OPTIONS if opts.get(k) is not None}
+            submit['pure'] = bool(opts.get('pure', False))
+            groups.setdefault(repr(sorted(submit.items())), (submit, []))[1].append(task)
+        running = self._states.RUNNING
+        for submit, members in groups.values():
+            keys = None if submit['pure'] else [
+                f"{task.get('name', 'task')}-{task['uid']}-{self._token}" for task in members]
+            futures = self.client.map(_execute, [self._payload(task) for task in members],
+                                      key=keys, **submit)
+            new = []
+            for task, future in zip(members, futures):
+                self._tasks[task['uid']] = (task, future)
+                uids = self._uids_of.setdefault(id(future), [])
+                if not uids:                # pure=True: equal calls may share one future
+                    new.append(future)
+                uids.append(task['uid'])
+                self.task_state_cb(task, running)
+            self._completed.update(new)
+        self._more.set()
+
+    @staticmethod
+    def _payload(task: TaskDict) -> '_Payload':
+        if task.get('function') is not None:
+            return _FunctionCall(task['function'], tuple(task.get('args') or ()),
+                                 dict(task.get('kwargs') or {}))
+        opts = task.get('task_backend_specific_kwargs') or {}
+        return _CommandCall({'executable': task['executable'],
+                             'task_backend_specific_kwargs': {
+                                 k: opts[k] for k in ('pre_exec', 'environment', 'env',
+                                                      'sandbox', 'cwd') if k in opts}})
+
+    async def _collect(self) -> None:
+        """Report each finished Dask future; results are gathered in batches."""
+        completed = self._completed
+        while True:
+            if completed.is_empty():        # nothing submitted: sleep until there is
+                self._more.clear()
+                await self._more.wait()
+                continue
+            try:
+                first = await completed.__anext__()
+            except StopAsyncIteration:
+                continue
+            batch = [first]
+            while completed.has_ready():
+                batch.append(next(completed))
+            try:
+                await self._report(batch)
+            except asyncio.CancelledError:
+                raise
+            except Exception:               # never let one batch stop the collector
+                log.exception('reporting %d Dask results failed', len(batch))
+            del first, batch                # release the futures while waiting
+
+    async def _report(self, batch: List[Any]) -> None:
+        finished: List[Tuple[TaskDict, Any]] = []
+        for future in batch:
+            # none left if the engine cancelled them meanwhile
+            for uid in list(self._uids_of.get(id(future), ())):
+                entry = self._tasks.get(uid)
+                if entry is None:
+                    continue
+                task = entry[0]
+                if future.status == 'finished':
+                    finished.append((task, future))
+                else:
+                    await self._fail(task, future)
+        if not finished:
+            return
+        try:
+            values = await self.client.gather([f for _, f in finished])
+        except Exception:                   # one of them failed after all: one by one
+            for task, future in finished:
+                try:
+                    value = await future.result()
+                except Exception:
+                    await self._fail(task, future)
+                else:
+                    if self._forget(task['uid']):
+                        self._succeed(task, value)
+            return
+        for (task, future), value in zip(finished, values):
+            if self._forget(task['uid']):
+                self._succeed(task, value)
+
+    async def _fail(self, task: TaskDict, future: Any) -> None:
+        error = await self._remote_error(task, future)
+        if self._forget(task['uid']):
+            task['exception'] = error
+            self.task_state_cb(task, self._states.FAILED)
+
+    async def _remote_error(self, task: TaskDict, future: Any) -> BaseException:
+        """The exception the task raised on its worker, with the worker's traceback.
+
+        A task Dask dropped on its own (scheduler connection lost...) gets a
+        BackendError that says so.
+        """
+        name = f"'{task.get('name')}' ({task['uid']})"
+        cause: Optional[BaseException] = None
+        if future.status == 'error':
+            try:
+                exc = await future.exception()
+                tb = await future.traceback()
+            except Exception as lookup_error:
+                exc, tb = lookup_error, None
+            if isinstance(exc, CommandFailed):
+                self._fill_command_fields(task, exc.result)
+                return command_failure(task, exc.result)
+            if isinstance(exc, BaseException):
+                if tb is not None:
+                    exc = exc.with_traceback(tb)
+                _note_origin(exc, task)
+                return exc
+            cause = RuntimeError(repr(exc))
+        else:
+            try:
+                await future.result()
+            except Exception as exc:
+                cause = exc
+        error = BackendError(f'task {name} did not complete on the Dask cluster (Dask status '
+                             f'{future.status!r}): {cause or "no reason given"}')
+        error.__cause__ = cause
+        return error
+
+    def _succeed(self, task: TaskDict, value: Any) -> None:
+        if isinstance(value, CommandResult):
+            self._fill_command_fields(task, value)
+        else:
+            task['return_value'] = value
+        self.task_state_cb(task, self._states.DONE)
+
+    @staticmethod
+    def _fill_command_fields(task: TaskDict, result: CommandResult) -> None:
+        task['stdout'] = result.stdout
+        task['stderr'] = result.stderr
+        task['exit_code'] = result.exit_code
+
+    def _forget(self, uid: str) -> bool:
+        """Stop tracking ``uid``; False if it was no longer tracked."""
+        entry = self._tasks.pop(uid, None)
+        if entry is None:
+            return False
+        uids = self._uids_of.get(id(entry[1]))
+        if uids is not None:
+            uids.remove(uid)
+            if not uids:
+                del self._uids_of[id(entry[1])]
+        return True
+
+    async def cancel_task(self, uid: str) -> bool:
+        entry = self._tasks.get(uid)
+        if entry is None:
+            return False
+        self._forget(uid)
+        task, future = entry
+        if id(future) not in self._uids_of:     # unless pure=True tasks share its run
+            await self._stop_remote([future])
+        self.task_state_cb(task, self._states.CANCELED)
+        return True
+
+    async def _stop_remote(self, futures: List[Any]) -> None:
+        """Cancel ``futures`` and interrupt those already running on a worker."""
+        try:
+            await asyncio.wait_for(self.client.cancel(futures), CONTROL_TIMEOUT)
+            await asyncio.wait_for(self.client.run(_interrupt, [f.key for f in futures],
+                                                   on_error='ignore'), CONTROL_TIMEOUT)
+        except asyncio.CancelledError:
+            raise
+        except Exception as exc:
+            log.warning('cancelling %d Dask tasks: %s', len(futures), exc)
+
+    # -- the rest of the contract -------------------------------------------
+
+    def get_task_states_map(self) -> StateMapper:
+        return self._states
+
+    def build_task(self, uid: str, task_desc: TaskDict,
+                   task_backend_specific_kwargs: Dict[str, Any]) -> TaskDict:
+        return task_desc
+
+    def link_implicit_data_deps(self, src_task: TaskDict, dst_task: TaskDict) -> None:
+        return None     # results travel through the client; files are the user's affair
+
+    def link_explicit_data_deps(self, src_task: Optional[TaskDict] = None,
+                                dst_task: Optional[TaskDict] = None,
+                                file_name: Optional[str] = None,
+                                file_path: Optional[str] = None) -> None:
+        return None     # workers are expected to share a file system
+
+
+def _note_origin(exc: BaseException, task: TaskDict) -> None:
+    """Say where a remote exception came from (Dask tracebacks lose file names)."""
+    if not hasattr(exc, 'add_note'):            # Python < 3.11
+        return
+    note = f"from task '{task.get('name')}' ({task['uid']}) on the Dask cluster"
+    code = getattr(task.get('function'), '__code__', None)
+    if code is not None:
+        note += f'; the function is defined at {code.co_filename}:{code.co_firstlineno}'
+    exc.add_note(note)
+
+
+# ---------------------------------------------------------------------------
+# Worker side: what runs inside a Dask worker.  Each running task registers
+# how to interrupt it, under its Dask key, so that _interrupt can stop it.
+
+_ENV_KEY = 'RADICAL_ASYNCFLOW_DASK_KEY'
+_lock = threading.Lock()
+_interrupts: Dict[str, Callable[[], None]] = {}
+#: Keys cancelled before they started here, with the time of the cancellation.
+_early: 'collections.OrderedDict[str, float]' = collections.OrderedDict()
+_EARLY_LIMIT = 4096
+#: Seconds a cancellation waits for its task to start (covers the submit/cancel race).
+_EARLY_WINDOW = 5.0
+
+
+class _TaskCancelled(Exception):
+    """The task was cancelled before it started on the worker."""
+
+
+class CommandFailed(Exception):
+    """Raised in the worker when a command exits non-zero, so that Dask
+    ``retries`` apply; the client turns it into a TaskExecutionError."""
+
+    def __init__(self, result: CommandResult) -> None:
+        super().__init__(f'command exited with code {result.exit_code}')
+        self.result = result
+
+    def __reduce__(self):
+        return (CommandFailed, (self.result,))
+
+
+class _Payload:
+    """A task's work, opaque to Dask (it does not look inside arguments)."""
+
+    __slots__ = ()
+
+    def run(self, key: Optional[str]) -> Any:
+        raise NotImplementedError
+
+
+class _FunctionCall(_Payload):
+    __slots__ = ('func', 'args', 'kwargs')
+
+    def __init__(self, func: Callable, args: tuple, kwargs: dict) -> None:
+        self.func = func
+        self.args = args
+        self.kwargs = kwargs
+
+    def __getstate__(self):
+        return (self.func, self.args, self.kwargs)
+
+    def __setstate__(self, state) -> None:
+        self.func, self.args, self.kwargs = state
+
+    def __dask_tokenize__(self):
+        from dask.base import tokenize
+        return tokenize(self.func, self.args, self.kwargs)
+
+    def run(self, key: Optional[str]) -> Any:
+        if key is None or not inspect.iscoroutinefunction(self.func):
+            return call_function(self.func, self.args, self.kwargs)
+        return asyncio.run(_interruptible(key, self.func(*self.args, **self.kwargs)))
+
+
+class _CommandCall(_Payload):
+    __slots__ = ('task',)
+
+    def __init__(self, task: Dict[str, Any]) -> None:
+        self.task = task
+
+    def __getstate__(self):
+        return self.task
+
+    def __setstate__(self, state) -> None:
+        self.task = state
+
+    def __dask_tokenize__(self):
+        from dask.base import tokenize
+        return tokenize(self.task)
+
+    def run(self, key: Optional[str]) -> CommandResult:
+        spec = CommandSpec.from_task(self.task)     # the worker's own environment
+        if key is None:
+            result = run_command_sync(spec)
+        else:
+            spec.env = {**(spec.env or os.environ), _ENV_KEY: str(key)}
+            with _registered(key, lambda: _kill_commands(str(key))):
+                result = run_command_sync(spec)
+        if result.exit_code != 0:
+            raise CommandFailed(result)
+        return result
+
+
+def _execute(payload: _Payload) -> Any:
+    """The function every Dask task of this backend runs."""
+    try:
+        from distributed import get_worker
+        key = get_worker().get_current_task()
+    except (ImportError, ValueError, KeyError):
+        key = None
+    return payload.run(key)
+
+
+async def _interruptible(key: str, coro: Any) -> Any:
+    task = asyncio.current_task()
+    loop = asyncio.get_running_loop()
+    try:
+        with _registered(key, lambda: loop.call_soon_threadsafe(task.cancel)):
+            return await coro
+    finally:
+        coro.close()
+
+
+class _registered:
+    """Registers how to interrupt the task with ``key`` while it runs."""
+
+    def __init__(self, key: str, interrupt: Callable[[], None]) -> None:
+        self.key = key
+        self.interrupt = interrupt
+
+    def __enter__(self) -> None:
+        with _lock:
+            cancelled_at = _early.pop(self.key, None)
+            if cancelled_at is not None and time.monotonic() - cancelled_at < _EARLY_WINDOW:
+                raise _TaskCancelled(f'{self.key} was cancelled before it started')
+            _interrupts[self.key] = self.interrupt
+
+    def __exit__(self, *exc_info: Any) -> None:
+        with _lock:
+            _interrupts.pop(self.key, None)
+
+
+def _interrupt(keys: List[str]) -> int:
+    """Run on every worker by ``Client.run``: interrupt the tasks with ``keys``."""
+    found = []
+    with _lock:
+        for key in keys:
+            interrupt = _interrupts.pop(key, None)
+            if interrupt is None:
+                _early[key] = time.monotonic()
+                if len(_early) > _EARLY_LIMIT:
+                    _early.popitem(last=False)
+            else:
+                found.append(interrupt)
+    for interrupt in found:
+        try:
+            interrupt()
+        except Exception as exc:
+            log.warning('interrupting a cancelled task failed: %s', exc)
+    return len(found)
+
+
+def _kill_commands(key: str) -> None:
+    """Kill the process groups of the commands started for ``key``."""
+    import psutil
+    own_group = os.getpgid(0)
+    for child in psutil.Process().children(recursive=True):
+        try:
+            if child.environ().get(_ENV_KEY) != key:
+                continue
+            group = os.getpgid(child.pid)
+            if group != own_group:
+                os.killpg(group, signal.SIGKILL)
+        except (psutil.Error, OSError):
+            continue
