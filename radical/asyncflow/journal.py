@@ -31,6 +31,7 @@ APPLICATION_ID = 0x41464A31     # 'AFJ1': marks the file as ours
 SCHEMA_VERSION = 1
 MAX_BATCH = 1000                # rows per commit at most
 _SQLITE_MAGIC = b'SQLite format 3\x00'
+_HEADER_SIZE = 100                # bytes of the SQLite file header
 
 
 class JournalError(AsyncFlowError, RuntimeError):
@@ -65,14 +66,13 @@ class Journal:
         self.path = os.path.abspath(os.fspath(path))
         existed = os.path.exists(self.path) and os.path.getsize(self.path) > 0
         if existed:
-            with open(self.path, 'rb') as handle:
-                if handle.read(len(_SQLITE_MAGIC)) != _SQLITE_MAGIC:
-                    raise JournalError(
-                        f'{self.path} is not a radical.asyncflow journal (not an SQLite '
-                        f'file); it was left untouched: pass another journal path')
+            self._check_header()
         try:
             self._db = sqlite3.connect(self.path, isolation_level=None,
                                        check_same_thread=False)
+        except sqlite3.Error as exc:
+            raise JournalError(f'{self.path} cannot be opened as a journal: {exc}') from None
+        try:
             if existed:
                 self._check_existing()
             self._db.execute('PRAGMA journal_mode=WAL')
@@ -83,10 +83,34 @@ class Journal:
                 'output_files TEXT NOT NULL, finished REAL NOT NULL)')
             self._db.execute(f'PRAGMA application_id={APPLICATION_ID}')
             self._db.execute(f'PRAGMA user_version={SCHEMA_VERSION}')
-        except sqlite3.DatabaseError as exc:
-            raise JournalError(f'{self.path} cannot be used as a journal: {exc}; '
-                               f'it was left untouched') from None
+        except BaseException as exc:
+            # Closing also removes the -wal/-shm files SQLite made on opening.
+            self._db.close()
+            if isinstance(exc, sqlite3.DatabaseError):
+                raise JournalError(f'{self.path} cannot be used as a journal: {exc}; '
+                                   f'it was left untouched') from None
+            raise
         self._pending: List[Tuple[Any, ...]] = []
+
+    def _check_header(self) -> None:
+        """Refuse a file that is not ours from its header alone, without SQLite.
+
+        A journal whose first transaction is still in its ``-wal`` file
+        may not show the application id in the main file yet: such files
+        are checked by SQLite in :meth:`_check_existing`.
+        """
+        with open(self.path, 'rb') as handle:
+            header = handle.read(_HEADER_SIZE)
+        if header[:len(_SQLITE_MAGIC)] != _SQLITE_MAGIC:
+            raise JournalError(
+                f'{self.path} is not a radical.asyncflow journal (not an SQLite '
+                f'file); it was left untouched: pass another journal path')
+        app_id = int.from_bytes(header[68:72], 'big') if len(header) >= 72 else None
+        if app_id != APPLICATION_ID and not os.path.exists(self.path + '-wal'):
+            raise JournalError(
+                f'{self.path} is an SQLite database of another program (or a damaged '
+                f'one), not a radical.asyncflow journal; it was left untouched: pass '
+                f'another journal path')
 
     def _check_existing(self) -> None:
         (app_id,) = self._db.execute('PRAGMA application_id').fetchone()
@@ -101,6 +125,11 @@ class Journal:
         if version != SCHEMA_VERSION:
             raise JournalError(f'{self.path} has journal format {version}, this version '
                                f'reads format {SCHEMA_VERSION}')
+
+    def __bool__(self) -> bool:
+        # An open journal is "something" even when it holds no rows yet:
+        # ``if journal:`` must not mistake a fresh journal for no journal.
+        return True
 
     def __len__(self) -> int:
         (count,) = self._db.execute('SELECT COUNT(*) FROM tasks').fetchone()
@@ -117,6 +146,8 @@ class Journal:
 
     def record(self, entry: JournalEntry) -> bool:
         """Queue ``entry``; True when a batch is full and should be flushed now."""
+        if not entry.identity:
+            raise ValueError(f'journal entry of {entry.name!r} has no task identity')
         self._pending.append((entry.identity, entry.name, entry.kind, entry.payload,
                               json.dumps(list(entry.output_files)), time.time()))
         return len(self._pending) >= MAX_BATCH
@@ -161,6 +192,13 @@ def _canonical(value: Any, identity_of: Callable[[Any], Optional[str]]) -> bytes
         return b'D' + identity.encode()
     if isinstance(value, (list, tuple)):
         return b'L(' + b','.join(_canonical(v, identity_of) for v in value) + b')'
+    if isinstance(value, (set, frozenset)):
+        # Sets pickle in hash order, which differs between interpreters
+        # (PYTHONHASHSEED): order the members' canonical forms instead.
+        return b'S(' + b','.join(sorted(_canonical(v, identity_of) for v in value)) + b')'
+    if type(value) is dict:
+        return b'M(' + b','.join(_canonical(k, identity_of) + b':' + _canonical(v, identity_of)
+                                 for k, v in value.items()) + b')'
     if isinstance(value, File):
         return f'F{type(value).__name__}:{value.filename}'.encode()
     try:
