@@ -72,3 +72,7 @@ def format_names(names: Iterable[str], limit: int = 5) -> str:
     if len(names) > limit:
         shown += f' and {len(names) - limit} more'
     return shown
+
+
+class DependencyCycleError(AsyncFlowError, RuntimeError):
+    """A block waits, directly or through tasks, for its own result: a deadlock."""

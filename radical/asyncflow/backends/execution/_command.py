@@ -96,9 +96,22 @@ async def run_command(spec: CommandSpec) -> CommandResult:
                                                     proc.wait())
     except BaseException:
         _kill_group(proc.pid)
-        await proc.wait()
+        await _reap(proc)
         raise
     return CommandResult(exit_code, stdout.decode(errors='replace'), tail.text(), tail.size)
+
+
+async def _reap(proc: asyncio.subprocess.Process) -> None:
+    """Wait for a killed process to be gone, even through further cancellations."""
+    cancelled = False
+    while True:
+        try:
+            await asyncio.shield(proc.wait())
+            break
+        except asyncio.CancelledError:
+            cancelled = True
+    if cancelled:
+        raise asyncio.CancelledError
 
 
 def run_command_sync(spec: CommandSpec) -> CommandResult:

@@ -2,7 +2,9 @@
 
 Coroutine functions run on the event loop with a ThreadPoolExecutor and in
 the worker processes with a ProcessPoolExecutor; plain callables run in the
-executor; executable tasks run as asyncio subprocesses.
+executor; executable tasks run as asyncio subprocesses.  At most
+``max_workers`` commands and pool calls run at once; a task is reported
+RUNNING when it gets one of those slots, not while it waits for one.
 """
 
 from __future__ import annotations
@@ -11,12 +13,12 @@ import asyncio
 import functools
 import inspect
 from concurrent.futures import Executor, ProcessPoolExecutor, ThreadPoolExecutor
-from concurrent.futures.process import BrokenProcessPool
 from typing import Any, Dict, List, Optional
 
 from ...constants import StateMapper
 from ._command import CommandSpec, command_failure, run_command
-from ._functions import FunctionRef, call_by_reference
+from ._functions import FunctionRef
+from ._process_pool import SupervisedProcessPool
 from .base import BaseExecutionBackend, Session, TaskDict
 
 StateMapper.register_backend_states_with_defaults('concurrent')
@@ -28,22 +30,35 @@ SHUTDOWN_WAIT = 10.0
 class ConcurrentExecutionBackend(BaseExecutionBackend):
     """Local execution on a ThreadPoolExecutor or ProcessPoolExecutor."""
 
+    reports_running = True
+
     def __init__(self, executor: Executor) -> None:
+        if isinstance(executor, type):
+            raise TypeError(f'ConcurrentExecutionBackend needs an executor instance, not the '
+                            f'class {executor.__name__}: pass e.g. {executor.__name__}(4)')
         if not isinstance(executor, (ThreadPoolExecutor, ProcessPoolExecutor)):
             raise TypeError(f'ConcurrentExecutionBackend needs a ThreadPoolExecutor or '
                             f'ProcessPoolExecutor, not {type(executor).__name__}')
-        self.executor = executor
         self.session = Session()
         self._states = StateMapper('concurrent')
         self._running: Dict[str, asyncio.Task] = {}
         self._stopped = False
+        self._pool: Optional[SupervisedProcessPool] = None
+        self._executor = executor
+        if isinstance(executor, ProcessPoolExecutor):
+            self._pool = SupervisedProcessPool(executor)
         # The pool's size bounds running commands too: each one holds a
         # process and three pipes, and thousands at once exhaust descriptors.
-        self._command_slots = asyncio.Semaphore(executor._max_workers)
+        self._slots = asyncio.Semaphore(executor._max_workers)
+
+    @property
+    def executor(self) -> Executor:
+        """The executor in use (a replacement, after a process pool broke)."""
+        return self._pool.executor if self._pool is not None else self._executor
 
     @property
     def _uses_processes(self) -> bool:
-        return isinstance(self.executor, ProcessPoolExecutor)
+        return self._pool is not None
 
     async def submit_tasks(self, tasks: List[TaskDict]) -> None:
         if self._stopped:
@@ -60,12 +75,12 @@ class ConcurrentExecutionBackend(BaseExecutionBackend):
 
     async def _execute(self, task: TaskDict) -> None:
         states = self._states
-        self.task_state_cb(task, states.RUNNING)
         try:
             if task.get('function') is not None:
                 task['return_value'] = await self._call(task)
             else:
-                async with self._command_slots:
+                async with self._slots:
+                    self.task_state_cb(task, states.RUNNING)
                     result = await run_command(CommandSpec.from_task(task))
                 task['stdout'] = result.stdout
                 task['stderr'] = result.stderr
@@ -87,27 +102,20 @@ class ConcurrentExecutionBackend(BaseExecutionBackend):
         func = task['function']
         args = tuple(task.get('args') or ())
         kwargs = dict(task.get('kwargs') or {})
-        loop = asyncio.get_running_loop()
-        if self._uses_processes:
-            ref = FunctionRef.of(func, task.get('name', task['uid']))
-            try:
-                return await loop.run_in_executor(
-                    self.executor, call_by_reference, ref, args, kwargs)
-            except BrokenProcessPool as exc:
-                self._replace_broken_pool()
-                raise RuntimeError(
-                    f"task '{task.get('name')}' ({task['uid']}): its worker process died "
-                    f"(killed, crashed or called os._exit); the pool was replaced") from exc
+        running = self._states.RUNNING
+        if self._pool is not None:
+            name = task.get('name', task['uid'])
+            ref = FunctionRef.of(func, name)
+            async with self._slots:
+                self.task_state_cb(task, running)
+                return await self._pool.call(task['uid'], name, ref, args, kwargs)
         if inspect.iscoroutinefunction(func):
+            self.task_state_cb(task, running)
             return await func(*args, **kwargs)
-        return await loop.run_in_executor(self.executor, functools.partial(func, *args, **kwargs))
-
-    def _replace_broken_pool(self) -> None:
-        broken = self.executor
-        if not getattr(broken, '_broken', False):
-            return          # another task already replaced it
-        self.executor = ProcessPoolExecutor(max_workers=broken._max_workers)
-        broken.shutdown(wait=False, cancel_futures=True)
+        async with self._slots:
+            self.task_state_cb(task, running)
+            return await asyncio.get_running_loop().run_in_executor(
+                self._executor, functools.partial(func, *args, **kwargs))
 
     async def cancel_task(self, uid: str) -> bool:
         runner = self._running.get(uid)
@@ -127,10 +135,12 @@ class ConcurrentExecutionBackend(BaseExecutionBackend):
             await asyncio.wait(runners, timeout=10)
         executor = self.executor
         # Snapshot the workers first: executor.shutdown() forgets them.
-        workers = list((getattr(executor, '_processes', None) or {}).values())
+        workers = self._pool.workers() if self._pool is not None else []
         executor.shutdown(wait=False, cancel_futures=True)
         if workers:
             await asyncio.get_running_loop().run_in_executor(None, _stop_processes, workers)
+        if self._pool is not None:
+            self._pool.close()
         # Threads cannot be killed: wait for running calls, but not forever.
         waiter = asyncio.get_running_loop().run_in_executor(
             None, functools.partial(executor.shutdown, wait=True))
