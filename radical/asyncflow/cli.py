@@ -1,88 +1,229 @@
-"""``radical-asyncflow-run``: run a workflow driver with a configured backend.
+"""``radical-asyncflow-run``: run a workflow driver with a configured backend,
+here or as a SLURM/PBS batch job.
+
+``radical-asyncflow-run [options] DRIVER.py [driver args]`` runs the driver
+as ``__main__``; its ``WorkflowEngine.create()`` without a backend uses the
+backend chosen here.  Settings come from the options, else the environment
+(``RADICAL_ASYNCFLOW_*``), else ``--config FILE`` (TOML), else what is
+detected: inside a SLURM or PBS allocation the ``radical`` backend with one
+pilot filling the allocation (tasks launched with srun / mpiexec), elsewhere
+the local ``concurrent`` backend.
+
+``radical-asyncflow-run --submit slurm|pbs --walltime MIN [--nodes N ...]
+DRIVER.py`` writes a batch script that runs the driver that way with
+``--resume JOURNAL`` in the work directory, and submits it (``--dry-run``:
+print it instead).  The batch system signals the driver before the walltime
+(SIGUSR1), so it stops in order; submitting the same script again resumes.
 
 Exit status: 0 when every task succeeded; 1 when a task failed, was
 cancelled or the driver raised; 2 for bad usage (missing driver, bad
-resources, a driver that never created an engine); 128+N when signal N
-interrupted the run (143 for SIGTERM, 138 for SIGUSR1): re-run with
-``--resume JOURNAL`` to finish the campaign.
+resources or config, unknown backend, a driver that never created an
+engine, no sbatch/qsub for --submit, a bad walltime); 128+N when signal N
+interrupted the run (143 SIGTERM, 138 SIGUSR1: the walltime warning):
+re-run with ``--resume JOURNAL`` to finish the campaign.
 """
 
 from __future__ import annotations
 
 import argparse
 import json
+import math
 import os
 import runpy
+import signal
 import sys
+import threading
 import traceback
 from typing import List, Optional
 
-from . import config
+from . import batch, config
 from .run_stats import STATS
 
 EXIT_OK = 0
 EXIT_TASKS_FAILED = 1
 EXIT_USAGE = 2
 
+PROG = 'radical-asyncflow-run'
+
 
 class UsageError(Exception):
     """Bad command-line input; the message says what to fix."""
 
 
+def _positive_minutes(text: str) -> float:
+    try:
+        value = float(text)
+    except ValueError:
+        value = math.nan
+    if not math.isfinite(value) or value <= 0:
+        raise argparse.ArgumentTypeError(f'must be a positive number of minutes, not {text!r}')
+    return value
+
+
+def _count(what: str, minimum: int):
+    def parse(text: str) -> int:
+        try:
+            value = int(text)
+        except ValueError:
+            value = minimum - 1
+        if value < minimum:
+            raise argparse.ArgumentTypeError(f'must be a whole number >= {minimum} '
+                                             f'({what}), not {text!r}')
+        return value
+    return parse
+
+
 def build_parser() -> argparse.ArgumentParser:
+    """The command line of ``radical-asyncflow-run``."""
     parser = argparse.ArgumentParser(
-        prog='radical-asyncflow-run',
-        description='Run a radical.asyncflow workflow driver with a configured backend: '
-                    'WorkflowEngine.create() without a backend uses it.')
+        prog=PROG,
+        usage=f'{PROG} [options] DRIVER.py [driver args]\n'
+              f'       {PROG} --submit slurm|pbs --walltime MIN [--nodes N ...] '
+              f'DRIVER.py [driver args]',
+        description='Run a radical.asyncflow workflow driver: WorkflowEngine.create() '
+                    'without a backend uses the one configured here. Inside a SLURM/PBS '
+                    'allocation the default is the radical backend with one pilot filling '
+                    'the allocation; elsewhere the local concurrent backend.',
+        epilog='Exit status: 0 all tasks succeeded, 1 a task failed or the driver raised, '
+               '2 bad usage, 128+N stopped by signal N (138: SIGUSR1, the walltime '
+               'warning; re-run with --resume to continue).')
     parser.add_argument('--backend', choices=config.BACKEND_NAMES,
-                        help='execution backend (default: concurrent, or the '
-                             f'{config.ENV_BACKEND} environment variable)')
+                        help=f'execution backend (default: ${config.ENV_BACKEND}, the config '
+                             f'file, else radical inside an allocation, concurrent elsewhere)')
     parser.add_argument('--resources', metavar='JSON|FILE',
-                        help='backend resources as a JSON object or a JSON file')
+                        help='backend resources as a JSON object or a JSON file (radical: '
+                             'PilotDescription keys, e.g. \'{"resource": "asyncflow.slurm", '
+                             '"cores": 64, "runtime": 60}\')')
+    parser.add_argument('--config', metavar='FILE',
+                        help=f'TOML file with the same settings (default: '
+                             f'${config.ENV_CONFIG}); options and environment take precedence')
     parser.add_argument('--work-dir', metavar='DIR',
                         help='directory the driver runs in (created if missing)')
     parser.add_argument('--resume', metavar='JOURNAL',
                         help='campaign journal (SQLite): tasks it records as done are not '
                              'run again, new completions are added (created if missing)')
-    parser.add_argument('--quiet', action='store_true', help='print no run summary')
-    parser.add_argument('driver', help='the workflow driver script (a .py file)')
+    parser.add_argument('--stop-after', metavar='SECONDS', type=_count('seconds', 1),
+                        help='send the driver SIGUSR1 after SECONDS: an orderly stop with '
+                             'status 138, as a batch system\'s walltime warning does')
+    parser.add_argument('--quiet', action='store_true', default=None,
+                        help='print no progress and no run summary')
+    sub = parser.add_argument_group('batch jobs (--submit)')
+    sub.add_argument('--submit', choices=[s.value for s in batch.Scheduler],
+                     help='write a batch script that runs the driver with --resume in the '
+                          'work directory, and submit it with sbatch/qsub; prints the job id')
+    sub.add_argument('--dry-run', action='store_true',
+                     help='with --submit: write and print the script, do not submit it')
+    sub.add_argument('--nodes', type=_count('nodes', 1), help='nodes to ask for (default 1)')
+    sub.add_argument('--walltime', type=_positive_minutes, metavar='MIN',
+                     help='walltime in minutes')
+    sub.add_argument('--account', metavar='A', help='account/project to charge')
+    sub.add_argument('--queue', metavar='Q', help='queue (PBS) or partition (SLURM)')
+    sub.add_argument('--signal-before', type=_count('seconds', 0), metavar='S',
+                     help='SIGUSR1 the driver S seconds before the walltime (default: 300, '
+                          'at most a quarter of the walltime)')
+    sub.add_argument('--gpus-per-node', type=_count('GPUs', 0), metavar='G',
+                     help='GPUs per node to ask for')
+    sub.add_argument('--job-name', metavar='NAME', help='job name (default: the driver\'s)')
+    sub.add_argument('--batch-option', action='append', metavar='OPT', dest='batch_options',
+                     help='extra directive, e.g. "--constraint=cpu" (SLURM) or '
+                          '"-l filesystems=home" (PBS); repeatable')
+    sub.add_argument('--setup', action='append', metavar='CMD',
+                     help='shell line run before the driver, e.g. "module load python"; '
+                          'repeatable')
+    parser.add_argument('driver', metavar='DRIVER.py', help='the workflow driver script')
     parser.add_argument('driver_args', nargs=argparse.REMAINDER,
                         help='arguments passed on to the driver')
     return parser
 
 
-def load_resources(value: Optional[str]) -> dict:
-    """Parse ``--resources``: inline JSON or the path of a JSON file."""
-    if not value:
-        return {}
-    text = value
-    if not value.lstrip().startswith('{'):
-        if not os.path.isfile(value):
-            raise UsageError(f'--resources: {value!r} is neither a JSON object nor a file')
-        with open(value, encoding='utf-8') as handle:
-            text = handle.read()
-    try:
-        resources = json.loads(text)
-    except json.JSONDecodeError as exc:
-        raise UsageError(f'--resources is not valid JSON: {exc}') from None
-    if not isinstance(resources, dict):
-        raise UsageError('--resources must be a JSON object, e.g. \'{"max_workers": 8}\'')
-    return resources
+# ------------------------------------------------------------------ settings
 
-
-def configure(args: argparse.Namespace) -> str:
-    """Export the backend choice for the driver's WorkflowEngine.create()."""
-    backend = args.backend or os.environ.get(config.ENV_BACKEND) or 'concurrent'
-    if backend not in config.BACKEND_NAMES:
-        raise UsageError(f'unknown backend {backend!r}: choose one of '
-                         f'{", ".join(config.BACKEND_NAMES)}')
-    os.environ[config.ENV_BACKEND] = backend
+def resolve_settings(args: argparse.Namespace) -> config.Settings:
+    """Command line over environment over config file (not yet detection)."""
+    cli = config.Settings(backend=args.backend, work_dir=args.work_dir, journal=args.resume,
+                          quiet=args.quiet)
     if args.resources is not None:
-        os.environ[config.ENV_RESOURCES] = json.dumps(load_resources(args.resources))
-    if args.resume:
-        os.environ[config.ENV_JOURNAL] = os.path.abspath(args.resume)
-    return backend
+        cli.resources = config.parse_resources(args.resources, '--resources')
+    for key in config.SUBMIT_KEYS:
+        value = getattr(args, key, None)
+        if value is not None:
+            cli.submit[key] = value
+    config_file = args.config or os.environ.get(config.ENV_CONFIG, '').strip() or None
+    file_settings = config.load_config_file(config_file) if config_file else config.Settings()
+    settings = cli.over(config.settings_from_env().over(file_settings))
+    if settings.journal:            # relative to where the command was given
+        settings.journal = os.path.abspath(settings.journal)
+    return settings
 
+
+def choose_backend(settings: config.Settings,
+                   allocation: Optional[batch.Allocation]) -> config.BackendConfig:
+    """The backend to run: the settings', else the detected default."""
+    name = settings.backend or ('radical' if allocation else 'concurrent')
+    resources = dict(settings.resources or {})
+    if name == 'radical' and allocation is not None and 'resource' not in resources:
+        # one pilot that fills the allocation; given keys (e.g. runtime) win
+        resources = {**allocation.pilot_resources(), **resources}
+    try:
+        return config.BackendConfig(name, resources)
+    except ValueError as exc:
+        raise UsageError(str(exc)) from None
+
+
+def export(cfg: config.BackendConfig, settings: config.Settings) -> None:
+    """Hand the choice to the driver's WorkflowEngine.create() (environment)."""
+    os.environ[config.ENV_BACKEND] = cfg.name
+    os.environ[config.ENV_RESOURCES] = json.dumps(cfg.resources)
+    if settings.journal:
+        os.environ[config.ENV_JOURNAL] = os.path.abspath(settings.journal)
+    if settings.quiet:
+        os.environ['RADICAL_ASYNCFLOW_PROGRESS'] = '0'
+    os.environ.pop(config.ENV_CONFIG, None)       # resolved here already
+
+
+def _say(settings: config.Settings, message: str) -> None:
+    if not settings.quiet:
+        print(f'{PROG}: {message}', file=sys.stderr, flush=True)
+
+
+# ------------------------------------------------------------------- submit
+
+def submit(args: argparse.Namespace, settings: config.Settings, driver: str) -> int:
+    """``--submit``: write the batch script for the driver and submit it; the exit status."""
+    opts = settings.submit
+    if opts.get('walltime') is None:
+        raise UsageError(f'--submit {args.submit} needs --walltime MINUTES (or walltime in '
+                         f'the [submit] table of the config file)')
+    try:
+        job = batch.BatchJob(
+            scheduler=batch.Scheduler(args.submit), driver=driver,
+            driver_args=list(args.driver_args), walltime=opts['walltime'],
+            nodes=opts.get('nodes', 1), work_dir=settings.work_dir or os.getcwd(),
+            journal=settings.journal, account=opts.get('account'), queue=opts.get('queue'),
+            signal_before=opts.get('signal_before'),
+            gpus_per_node=opts.get('gpus_per_node', 0), job_name=opts.get('job_name'),
+            backend=args.backend, resources=args.resources,
+            config=args.config, quiet=bool(args.quiet),
+            batch_options=opts.get('batch_options') or (),
+            setup=opts.get('setup') or ())
+        path = batch.write_script(job)
+        if args.dry_run:
+            sys.stdout.write(job.script())
+            _say(settings, f'wrote {path} (not submitted: --dry-run)')
+            return EXIT_OK
+        job_id = batch.submit(job, path)
+    except batch.BatchError as exc:
+        raise UsageError(str(exc)) from None
+    except OSError as exc:
+        raise UsageError(f'cannot write the batch script into {args.work_dir or os.getcwd()}: '
+                         f'{exc.strerror}') from None
+    print(job_id, flush=True)
+    _say(settings, f'submitted {path} as {args.submit.upper()} job {job_id}; output: '
+                   f'{job.output_path.replace("%j", job_id)}; journal: {job.journal}')
+    return EXIT_OK
+
+
+# ---------------------------------------------------------------------- run
 
 def run_driver(path: str, driver_args: List[str]) -> int:
     """Run the driver as __main__; return its exit status."""
@@ -99,38 +240,97 @@ def run_driver(path: str, driver_args: List[str]) -> int:
         print(code, file=sys.stderr)
         return EXIT_TASKS_FAILED
     except KeyboardInterrupt:
-        return 130
+        return 128 + signal.SIGINT
     except BaseException:
         traceback.print_exc()
         return EXIT_TASKS_FAILED
     return EXIT_OK
 
 
+def _arm_stop_timer(seconds: int) -> threading.Timer:
+    """SIGUSR1 to this process after ``seconds`` (the engine stops in order)."""
+    timer = threading.Timer(seconds, os.kill, (os.getpid(), signal.SIGUSR1))
+    timer.daemon = True
+    timer.start()
+    return timer
+
+
+_SUBMIT_FLAGS = {'batch_options': '--batch-option'}
+
+
+def prepare(args: argparse.Namespace) -> tuple:
+    """Check the input and resolve the settings; raise UsageError."""
+    driver = os.path.abspath(args.driver)
+    if not os.path.isfile(driver):
+        raise UsageError(f'driver {args.driver!r} does not exist')
+    if args.dry_run and not args.submit:
+        raise UsageError('--dry-run goes with --submit slurm|pbs')
+    if not args.submit:
+        given = [_SUBMIT_FLAGS.get(k, f'--{k.replace("_", "-")}')
+                 for k in config.SUBMIT_KEYS if getattr(args, k, None) is not None]
+        if given:
+            raise UsageError(f'{", ".join(given)} only apply with --submit slurm|pbs')
+    try:
+        settings = resolve_settings(args)
+    except config.ConfigError as exc:
+        raise UsageError(str(exc)) from None
+    return driver, settings
+
+
 def main(argv: Optional[List[str]] = None) -> int:
+    """Entry point of ``radical-asyncflow-run``; returns the exit status."""
     parser = build_parser()
     args = parser.parse_args(argv)
     try:
-        driver = os.path.abspath(args.driver)
-        if not os.path.isfile(driver):
-            raise UsageError(f'driver {args.driver!r} does not exist')
-        backend = configure(args)
-        if args.work_dir:
-            os.makedirs(args.work_dir, exist_ok=True)
-            os.chdir(args.work_dir)
+        driver, settings = prepare(args)
+        if args.submit:
+            return submit(args, settings, driver)
+        allocation = None
+        if settings.backend in (None, 'radical'):
+            try:
+                allocation = batch.detect_allocation(walltime=True)
+            except batch.BatchError as exc:
+                raise UsageError(f'cannot use this batch allocation: {exc}') from None
+        cfg = choose_backend(settings, allocation)
+        if settings.work_dir:
+            try:
+                os.makedirs(settings.work_dir, exist_ok=True)
+                os.chdir(settings.work_dir)
+            except OSError as exc:
+                raise UsageError(f'--work-dir {settings.work_dir!r}: {exc.strerror}') from None
+        export(cfg, settings)
+        if allocation is not None and cfg.resources.get('resource') == \
+                allocation.scheduler.rp_resource:
+            try:
+                os.environ.update(allocation.pilot_environment(os.getcwd()))
+            except OSError as exc:
+                raise UsageError(f'cannot write the pilot\'s node file into '
+                                 f'{os.getcwd()}: {exc.strerror}') from None
     except UsageError as exc:
-        print(f'radical-asyncflow-run: error: {exc}', file=sys.stderr)
+        print(f'{PROG}: error: {exc}', file=sys.stderr)
         return EXIT_USAGE
 
+    if allocation is not None:
+        _say(settings, f'in {allocation.describe()}')
+    if cfg.name == 'radical' and str(cfg.resources.get('resource', '')).startswith('asyncflow.'):
+        _say(settings, f'backend radical: one pilot on {cfg.resources["resource"]} '
+                       f'({json.dumps(cfg.resources)})')
+    if args.stop_after:
+        _arm_stop_timer(args.stop_after)
     status = run_driver(driver, args.driver_args)
     if STATS.engines_created == 0 and status == EXIT_OK:
-        print(f'radical-asyncflow-run: error: {args.driver} never created a '
-              f'WorkflowEngine (await WorkflowEngine.create())', file=sys.stderr)
+        print(f'{PROG}: error: {args.driver} never created a WorkflowEngine '
+              f'(await WorkflowEngine.create())', file=sys.stderr)
         return EXIT_USAGE
-    if not args.quiet:
-        print(f'radical-asyncflow-run: backend {backend}: {STATS.done} done, '
-              f'{STATS.failed} failed, {STATS.canceled} cancelled', file=sys.stderr)
     if status == EXIT_OK and (STATS.failed or STATS.canceled):
-        return EXIT_TASKS_FAILED
+        status = EXIT_TASKS_FAILED
+    _say(settings, f'backend {cfg.name}: {STATS.done} done, {STATS.failed} failed, '
+                   f'{STATS.canceled} cancelled; exit status {status}')
+    for summary in STATS.summaries:       # one per engine (radical.asyncflow.monitor)
+        if summary.get('summary_file'):
+            plot = (f'; plot: radical-asyncflow-plot {os.path.dirname(summary["summary_file"])}'
+                    if summary.get('profile') else '')
+            _say(settings, f'run summary: {summary["summary_file"]}{plot}')
     return status
 
 

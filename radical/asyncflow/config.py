@@ -1,10 +1,41 @@
-"""The default backend: what ``WorkflowEngine.create()`` uses without one.
+"""Settings of a run, and the default backend ``WorkflowEngine.create()`` uses.
 
-``radical-asyncflow-run`` (or the user) names it through the environment:
+A setting comes from, highest precedence first: the command line of
+``radical-asyncflow-run``, the environment, a TOML config file, and what
+``radical-asyncflow-run`` detects (the batch allocation it runs in).
+
+Environment:
 
 * ``RADICAL_ASYNCFLOW_BACKEND``: ``concurrent``, ``dask``, ``radical`` or ``noop``
 * ``RADICAL_ASYNCFLOW_RESOURCES``: a JSON object of backend resources
-  (for ``concurrent``: ``max_workers`` and ``executor``, ``thread`` or ``process``)
+  (``concurrent``: ``max_workers`` and ``executor``, ``thread`` or
+  ``process``; ``dask``: LocalCluster/Client keys; ``radical``:
+  PilotDescription keys and ``raptor_config``)
+* ``RADICAL_ASYNCFLOW_JOURNAL``: the campaign journal (``--resume``)
+* ``RADICAL_ASYNCFLOW_CONFIG``: a TOML config file
+
+Config file (every key optional; relative paths are relative to the file)::
+
+    backend = "radical"
+    work_dir = "runs/today"
+    resume = "campaign.journal"
+    quiet = false
+
+    [resources]              # or: resources = "resources.json"
+    resource = "asyncflow.slurm"
+    cores = 64
+    runtime = 60
+
+    [submit]                 # radical-asyncflow-run --submit slurm|pbs
+    nodes = 2
+    walltime = 120           # minutes
+    account = "abc123"
+    queue = "debug"
+    signal_before = 300      # seconds
+    gpus_per_node = 0
+    job_name = "campaign"
+    batch_options = ["--constraint=cpu"]
+    setup = ["module load python"]
 """
 
 from __future__ import annotations
@@ -12,14 +43,164 @@ from __future__ import annotations
 import json
 import os
 from dataclasses import dataclass, field
-from typing import Any, Dict, Optional
+from typing import Any, Dict, List, Mapping, Optional
 
 ENV_BACKEND = 'RADICAL_ASYNCFLOW_BACKEND'
 ENV_RESOURCES = 'RADICAL_ASYNCFLOW_RESOURCES'
 ENV_JOURNAL = 'RADICAL_ASYNCFLOW_JOURNAL'
+ENV_CONFIG = 'RADICAL_ASYNCFLOW_CONFIG'
 
 BACKEND_NAMES = ('concurrent', 'dask', 'radical', 'noop')
+CONCURRENT_KEYS = ('max_workers', 'executor')
 
+#: Keys of a config file's ``[submit]`` table and their types.
+SUBMIT_KEYS: Dict[str, type] = {
+    'nodes': int, 'walltime': float, 'account': str, 'queue': str, 'signal_before': int,
+    'gpus_per_node': int, 'job_name': str, 'batch_options': list, 'setup': list}
+_TOP_KEYS = ('backend', 'resources', 'work_dir', 'resume', 'quiet', 'submit')
+
+
+class ConfigError(ValueError):
+    """A setting is malformed; the message names it and says what is expected."""
+
+
+@dataclass(slots=True)
+class Settings:
+    """One layer of settings (command line, environment or config file);
+    None means "not set here"."""
+
+    backend: Optional[str] = None
+    resources: Optional[Dict[str, Any]] = None
+    work_dir: Optional[str] = None
+    journal: Optional[str] = None
+    quiet: Optional[bool] = None
+    submit: Dict[str, Any] = field(default_factory=dict)
+
+    def over(self, lower: 'Settings') -> 'Settings':
+        """These settings, with what is unset here taken from ``lower``."""
+        return Settings(
+            backend=self.backend if self.backend is not None else lower.backend,
+            resources=self.resources if self.resources is not None else lower.resources,
+            work_dir=self.work_dir if self.work_dir is not None else lower.work_dir,
+            journal=self.journal if self.journal is not None else lower.journal,
+            quiet=self.quiet if self.quiet is not None else lower.quiet,
+            submit={**lower.submit, **self.submit})
+
+
+def check_backend(name: str, source: str = '') -> str:
+    """The backend name, normalised; ConfigError naming ``source`` if it is unknown."""
+    name = name.strip().lower()
+    if name not in BACKEND_NAMES:
+        where = f' (from {source})' if source else ''
+        raise ConfigError(f"unknown backend {name!r}{where}: choose one of "
+                          f"{', '.join(BACKEND_NAMES)}")
+    return name
+
+
+def parse_resources(value: Any, what: str, base_dir: Optional[str] = None) -> Dict[str, Any]:
+    """Resources given as a dict, a JSON object, or the path of a JSON file."""
+    if isinstance(value, dict):
+        return dict(value)
+    if not isinstance(value, str):
+        raise ConfigError(f'{what} must be a JSON object or a JSON file, '
+                          f'not {type(value).__name__}')
+    text = value
+    if not value.lstrip().startswith('{'):
+        path = os.path.join(base_dir or '', os.path.expanduser(value))
+        if not os.path.isfile(path):
+            raise ConfigError(f'{what}: {value!r} is neither a JSON object nor a file')
+        try:
+            with open(path, encoding='utf-8') as handle:
+                text = handle.read()
+        except OSError as exc:
+            raise ConfigError(f'{what}: cannot read {path}: {exc.strerror}') from None
+    try:
+        resources = json.loads(text)
+    except json.JSONDecodeError as exc:
+        raise ConfigError(f'{what} is not valid JSON: {exc}') from None
+    if not isinstance(resources, dict):
+        raise ConfigError(f'{what} must be a JSON object, e.g. \'{{"max_workers": 8}}\', '
+                          f'not {type(resources).__name__}')
+    return resources
+
+
+def settings_from_env(environ: Optional[Mapping[str, str]] = None) -> Settings:
+    """The settings given by ``RADICAL_ASYNCFLOW_*`` environment variables."""
+    env = os.environ if environ is None else environ
+    settings = Settings()
+    if env.get(ENV_BACKEND, '').strip():
+        settings.backend = check_backend(env[ENV_BACKEND], ENV_BACKEND)
+    if env.get(ENV_RESOURCES, '').strip():
+        raw = env[ENV_RESOURCES].strip()
+        try:
+            resources = json.loads(raw)
+        except json.JSONDecodeError as exc:
+            raise ConfigError(f'{ENV_RESOURCES} is not valid JSON: {exc}') from None
+        if not isinstance(resources, dict):
+            raise ConfigError(f'backend resources must be a JSON object, '
+                              f'not {type(resources).__name__}')
+        settings.resources = resources
+    if env.get(ENV_JOURNAL, '').strip():
+        settings.journal = env[ENV_JOURNAL].strip()
+    return settings
+
+
+def load_config_file(path: str) -> Settings:
+    """The settings of a TOML config file (see the module docstring)."""
+    import tomllib
+    try:
+        with open(path, 'rb') as handle:
+            data = tomllib.load(handle)
+    except FileNotFoundError:
+        raise ConfigError(f'config file {path!r} does not exist') from None
+    except OSError as exc:
+        raise ConfigError(f'cannot read config file {path!r}: {exc.strerror}') from None
+    except tomllib.TOMLDecodeError as exc:
+        raise ConfigError(f'config file {path!r} is not valid TOML: {exc}') from None
+    base = os.path.dirname(os.path.abspath(path))
+    where = f'config file {path}'
+    unknown = sorted(set(data) - set(_TOP_KEYS))
+    if unknown:
+        raise ConfigError(f'{where}: unknown setting {", ".join(map(repr, unknown))} '
+                          f'(known: {", ".join(_TOP_KEYS)})')
+    settings = Settings()
+    if 'backend' in data:
+        settings.backend = check_backend(_typed(data, 'backend', str, where), where)
+    if 'resources' in data:
+        settings.resources = parse_resources(data['resources'], f'{where}: resources', base)
+    if 'work_dir' in data:
+        settings.work_dir = os.path.join(base, _typed(data, 'work_dir', str, where))
+    if 'resume' in data:
+        settings.journal = os.path.join(base, _typed(data, 'resume', str, where))
+    if 'quiet' in data:
+        settings.quiet = _typed(data, 'quiet', bool, where)
+    submit = data.get('submit', {})
+    if not isinstance(submit, dict):
+        raise ConfigError(f'{where}: submit must be a table ([submit])')
+    unknown = sorted(set(submit) - set(SUBMIT_KEYS))
+    if unknown:
+        raise ConfigError(f'{where}: unknown [submit] setting {", ".join(map(repr, unknown))} '
+                          f'(known: {", ".join(SUBMIT_KEYS)})')
+    for key, kind in SUBMIT_KEYS.items():
+        if key in submit:
+            settings.submit[key] = _typed(submit, key, kind, f'{where}: [submit]')
+    return settings
+
+
+def _typed(table: Dict[str, Any], key: str, kind: type, where: str) -> Any:
+    value = table[key]
+    if kind is float and isinstance(value, int) and not isinstance(value, bool):
+        value = float(value)
+    if kind is list and isinstance(value, list) and all(isinstance(v, str) for v in value):
+        return value
+    if not isinstance(value, kind) or (kind is not bool and isinstance(value, bool)) \
+            or kind is list:
+        expected = 'a list of strings' if kind is list else f'a {kind.__name__}'
+        raise ConfigError(f'{where}: {key} must be {expected}, not {value!r}')
+    return value
+
+
+# ------------------------------------------------------------ default backend
 
 @dataclass
 class BackendConfig:
@@ -37,18 +218,15 @@ class BackendConfig:
                              f'not {type(self.resources).__name__}')
 
 
-def configured_backend(environ: Optional[Dict[str, str]] = None) -> Optional[BackendConfig]:
-    """The backend named by the environment, or None."""
-    environ = os.environ if environ is None else environ
-    name = environ.get(ENV_BACKEND, '').strip().lower()
-    if not name:
+def configured_backend(environ: Optional[Mapping[str, str]] = None) -> Optional[BackendConfig]:
+    """The backend named by the environment or the config file it names, or None."""
+    env = os.environ if environ is None else environ
+    settings = settings_from_env(env)
+    if env.get(ENV_CONFIG, '').strip():
+        settings = settings.over(load_config_file(env[ENV_CONFIG].strip()))
+    if settings.backend is None:
         return None
-    raw = environ.get(ENV_RESOURCES, '').strip()
-    try:
-        resources = json.loads(raw) if raw else {}
-    except json.JSONDecodeError as exc:
-        raise ValueError(f'{ENV_RESOURCES} is not valid JSON: {exc}') from None
-    return BackendConfig(name, resources)
+    return BackendConfig(settings.backend, settings.resources or {})
 
 
 def build_backend(cfg: BackendConfig):
@@ -60,17 +238,27 @@ def build_backend(cfg: BackendConfig):
     if cfg.name == 'concurrent':
         from concurrent.futures import ProcessPoolExecutor, ThreadPoolExecutor
         from .backends.execution.concurrent import ConcurrentExecutionBackend
+        unknown = sorted(set(resources) - set(CONCURRENT_KEYS))
+        if unknown:
+            raise ValueError(f'unknown concurrent backend resource '
+                             f'{", ".join(map(repr, unknown))}: use '
+                             f'{", ".join(CONCURRENT_KEYS)}')
         kind = resources.pop('executor', 'thread')
         workers = resources.pop('max_workers', None)
         if kind not in ('thread', 'process'):
-            raise ValueError(f"concurrent backend executor must be 'thread' or 'process', not {kind!r}")
-        pool = (ThreadPoolExecutor if kind == 'thread' else ProcessPoolExecutor)(max_workers=workers)
+            raise ValueError(f"concurrent backend executor must be 'thread' or 'process', "
+                             f"not {kind!r}")
+        pool = (ThreadPoolExecutor if kind == 'thread' else ProcessPoolExecutor)(
+            max_workers=workers)
         return ConcurrentExecutionBackend(pool)
     if cfg.name == 'dask':
         from .backends.execution.dask_parallel import DaskExecutionBackend
         return DaskExecutionBackend(resources)
     from .backends.execution.radical_pilot import RadicalExecutionBackend
     raptor = resources.pop('raptor_config', None)
+    if str(resources.get('resource', '')).startswith('asyncflow.'):
+        from .batch import install_rp_resource_configs
+        install_rp_resource_configs()
     return RadicalExecutionBackend(resources, raptor_config=raptor)
 
 
@@ -81,6 +269,12 @@ async def create_default_backend():
         raise RuntimeError(
             'WorkflowEngine.create() got no backend and none is configured: pass one '
             '(backend=await ConcurrentExecutionBackend(ThreadPoolExecutor())), use '
-            f'dry_run=True, set {ENV_BACKEND}=concurrent|dask|radical|noop, or run the '
-            'driver with radical-asyncflow-run')
+            f'dry_run=True, set {ENV_BACKEND}=concurrent|dask|radical|noop (or name a config '
+            f'file in {ENV_CONFIG}), or run the driver with radical-asyncflow-run')
     return await build_backend(cfg).initialize()
+
+
+__all__: List[str] = [
+    'ENV_BACKEND', 'ENV_RESOURCES', 'ENV_JOURNAL', 'ENV_CONFIG', 'BACKEND_NAMES', 'Settings',
+    'ConfigError', 'BackendConfig', 'configured_backend', 'build_backend',
+    'create_default_backend', 'load_config_file', 'settings_from_env', 'parse_resources']

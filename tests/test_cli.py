@@ -1,0 +1,437 @@
+"""radical-asyncflow-run: settings and their precedence, exit statuses, bad input,
+batch scripts (--submit with --dry-run or stand-in sbatch/qsub; the real SLURM
+cluster is in test_slurm.py)."""
+
+import json
+import os
+import shutil
+import signal
+import subprocess
+import sys
+import textwrap
+import time
+
+import pytest
+
+CLI = [sys.executable, '-m', 'radical.asyncflow.cli']
+VARS = ('RADICAL_ASYNCFLOW_BACKEND', 'RADICAL_ASYNCFLOW_RESOURCES', 'RADICAL_ASYNCFLOW_JOURNAL',
+        'RADICAL_ASYNCFLOW_CONFIG')
+
+#: Prints what the runner configured, then runs one task on it (a dry run
+#: when the configured backend is radical, which would start a pilot).
+SHOW_DRIVER = textwrap.dedent('''
+    import asyncio, json, os, sys
+    from radical.asyncflow import WorkflowEngine
+
+    keys = ('RADICAL_ASYNCFLOW_BACKEND', 'RADICAL_ASYNCFLOW_RESOURCES',
+            'RADICAL_ASYNCFLOW_JOURNAL', 'PBS_NODEFILE')
+    print('CONFIG ' + json.dumps({k: os.environ.get(k) for k in keys}
+                                 | {'cwd': os.getcwd(), 'argv': sys.argv[1:]}))
+
+    async def main():
+        dry = os.environ['RADICAL_ASYNCFLOW_BACKEND'] == 'radical'
+        engine = await WorkflowEngine.create(dry_run=dry)
+
+        @engine.function_task
+        async def one():
+            return 1
+
+        print('BACKEND', type(engine.backend).__name__, await one())
+        await engine.shutdown()
+
+    asyncio.run(main())
+''')
+
+OUTCOME_DRIVER = textwrap.dedent('''
+    import asyncio, sys
+    from radical.asyncflow import WorkflowEngine
+
+    async def main():
+        engine = await WorkflowEngine.create()
+
+        @engine.executable_task
+        async def command(cmd):
+            return cmd
+
+        what = sys.argv[1]
+        if what == 'fail':
+            try:
+                await command('exit 3')
+            except Exception:
+                pass
+        elif what == 'raise':
+            raise ValueError('the driver gave up')
+        elif what == 'sleep':
+            print('SLEEPING', flush=True)
+            await command('sleep 30')
+        else:
+            await command('true')
+        await engine.shutdown()
+
+    asyncio.run(main())
+''')
+
+
+@pytest.fixture
+def env(tmp_path):
+    """A clean environment: no runner settings, no batch job, profiling off."""
+    environ = {k: v for k, v in os.environ.items()
+               if k not in VARS and not k.startswith(('SLURM_', 'PBS_'))}
+    environ['RADICAL_ASYNCFLOW_PROFILE'] = 'False'
+    environ['RADICAL_ASYNCFLOW_PROGRESS'] = '0'
+    environ['RADICAL_CONFIG_USER_DIR'] = str(tmp_path / 'radical-config')
+    return environ
+
+
+@pytest.fixture
+def show(tmp_path):
+    path = tmp_path / 'show.py'
+    path.write_text(SHOW_DRIVER)
+    return path
+
+
+def run(args, env, cwd, timeout=60):
+    return subprocess.run([*CLI, *map(str, args)], env=env, cwd=cwd, capture_output=True,
+                          text=True, timeout=timeout)
+
+
+def shown(proc):
+    """What the show driver printed: (its CONFIG dict, the backend class)."""
+    assert proc.returncode == 0, proc.stderr
+    config = backend = None
+    for line in proc.stdout.splitlines():
+        if line.startswith('CONFIG '):
+            config = json.loads(line[len('CONFIG '):])
+        elif line.startswith('BACKEND '):
+            backend = line.split()[1]
+    return config, backend
+
+
+def slurm_job_env(env, **extra):
+    """A synthetic SLURM job: 2 nodes of 8 cores, 20 minutes left."""
+    return {**env, 'SLURM_JOB_ID': '99', 'SLURM_JOB_NODELIST': 'cn[01-02]',
+            'SLURM_JOB_CPUS_PER_NODE': '8(x2)', 'SLURM_CPUS_ON_NODE': '8',
+            'SLURM_JOB_END_TIME': str(int(time.time()) + 1200), **extra}
+
+
+# ----------------------------------------------------------- precedence
+
+def test_default_outside_an_allocation_is_the_concurrent_backend(show, env, tmp_path):
+    config, backend = shown(run([show, 'x', '--y'], env, tmp_path))
+    assert config['RADICAL_ASYNCFLOW_BACKEND'] == 'concurrent'
+    assert backend == 'ConcurrentExecutionBackend'
+    assert config['argv'] == ['x', '--y']         # options after the driver are its own
+
+
+def test_inside_a_slurm_allocation_the_default_is_a_pilot_filling_it(show, env, tmp_path):
+    proc = run([show], slurm_job_env(env), tmp_path)
+    config, _ = shown(proc)
+    assert config['RADICAL_ASYNCFLOW_BACKEND'] == 'radical'
+    resources = json.loads(config['RADICAL_ASYNCFLOW_RESOURCES'])
+    assert resources['resource'] == 'asyncflow.slurm'
+    assert resources['cores'] == 16 and resources['gpus'] == 0
+    assert 17 <= resources['runtime'] <= 19
+    assert 'SLURM job 99: 2 node(s) cn01,cn02, 16 cores' in proc.stderr
+
+
+def test_inside_a_pbs_allocation_the_default_is_a_pilot_filling_it(show, env, tmp_path):
+    nodefile = tmp_path / 'nodefile'
+    nodefile.write_text('n1\n' * 4 + 'n2\n' * 4)
+    config, _ = shown(run([show], {**env, 'PBS_JOBID': '5.pbs', 'PBS_NODEFILE': str(nodefile),
+                                   'PBS_WALLTIME': '3600'}, tmp_path))
+    resources = json.loads(config['RADICAL_ASYNCFLOW_RESOURCES'])
+    assert resources == {'resource': 'asyncflow.pbs', 'cores': 8, 'gpus': 0, 'runtime': 59}
+
+
+def test_inside_a_pbs_pro_allocation_the_pilot_sees_every_core(show, env, tmp_path):
+    nodefile = tmp_path / 'nodefile'
+    nodefile.write_text('x1\nx2\n')             # PBS Pro: one line per node
+    config, _ = shown(run([show], {**env, 'PBS_JOBID': '6.pbs', 'PBS_NODEFILE': str(nodefile),
+                                   'NCPUS': '4'}, tmp_path))
+    assert json.loads(config['RADICAL_ASYNCFLOW_RESOURCES'])['cores'] == 8
+    with open(config['PBS_NODEFILE']) as handle:
+        assert handle.read().split() == ['x1'] * 4 + ['x2'] * 4
+
+
+def test_given_resources_refine_the_detected_pilot(show, env, tmp_path):
+    config, _ = shown(run(['--resources', '{"runtime": 5, "queue": "debug"}', show],
+                          slurm_job_env(env), tmp_path))
+    resources = json.loads(config['RADICAL_ASYNCFLOW_RESOURCES'])
+    assert resources['runtime'] == 5 and resources['queue'] == 'debug'
+    assert resources['cores'] == 16
+
+
+def test_a_named_resource_replaces_the_detected_pilot(show, env, tmp_path):
+    config, _ = shown(run(['--resources', '{"resource": "local.localhost", "cores": 2}', show],
+                          slurm_job_env(env), tmp_path))
+    assert json.loads(config['RADICAL_ASYNCFLOW_RESOURCES']) == {
+        'resource': 'local.localhost', 'cores': 2}
+
+
+def test_another_backend_inside_an_allocation(show, env, tmp_path):
+    config, backend = shown(run(['--backend', 'concurrent', show], slurm_job_env(env),
+                                tmp_path))
+    assert backend == 'ConcurrentExecutionBackend'
+    assert config['RADICAL_ASYNCFLOW_RESOURCES'] == '{}'
+
+
+def write_config(tmp_path, text):
+    path = tmp_path / 'run.toml'
+    path.write_text(textwrap.dedent(text))
+    return path
+
+
+def test_config_file_settings(show, env, tmp_path):
+    cfg = write_config(tmp_path, '''
+        backend = "concurrent"
+        work_dir = "wd"
+        resume = "wd/campaign.journal"
+        [resources]
+        max_workers = 3
+        executor = "thread"
+    ''')
+    config, backend = shown(run(['--config', cfg, show], env, tmp_path))
+    assert backend == 'ConcurrentExecutionBackend'
+    assert json.loads(config['RADICAL_ASYNCFLOW_RESOURCES']) == {'max_workers': 3,
+                                                                'executor': 'thread'}
+    assert config['cwd'] == str(tmp_path / 'wd')
+    assert config['RADICAL_ASYNCFLOW_JOURNAL'] == str(tmp_path / 'wd' / 'campaign.journal')
+
+
+def test_config_file_from_the_environment(show, env, tmp_path):
+    cfg = write_config(tmp_path, 'backend = "noop"\n')
+    _, backend = shown(run([show], {**env, 'RADICAL_ASYNCFLOW_CONFIG': str(cfg)}, tmp_path))
+    assert backend == 'NoopExecutionBackend'
+
+
+def test_precedence_flags_over_environment_over_file(show, env, tmp_path):
+    cfg = write_config(tmp_path, '''
+        backend = "noop"
+        resources = '{"max_workers": 1}'
+    ''')
+    both = {**env, 'RADICAL_ASYNCFLOW_BACKEND': 'concurrent',
+            'RADICAL_ASYNCFLOW_RESOURCES': '{"max_workers": 2}'}
+    config, backend = shown(run(['--config', cfg, show], both, tmp_path))   # env over file
+    assert backend == 'ConcurrentExecutionBackend'
+    assert config['RADICAL_ASYNCFLOW_RESOURCES'] == '{"max_workers": 2}'
+    config, backend = shown(run(['--config', cfg, '--backend', 'noop', '--resources',
+                                 '{"max_workers": 4}', show], both, tmp_path))  # flags
+    assert backend == 'NoopExecutionBackend'
+    assert config['RADICAL_ASYNCFLOW_RESOURCES'] == '{"max_workers": 4}'
+    config, _ = shown(run(['--config', cfg, show],
+                          {**env, 'RADICAL_ASYNCFLOW_RESOURCES': '{"max_workers": 2}'},
+                          tmp_path))          # file backend, env resources
+    assert config['RADICAL_ASYNCFLOW_BACKEND'] == 'noop'
+    assert config['RADICAL_ASYNCFLOW_RESOURCES'] == '{"max_workers": 2}'
+
+
+def test_resources_from_a_json_file(show, env, tmp_path):
+    (tmp_path / 'res.json').write_text('{"max_workers": 5}')
+    config, _ = shown(run(['--resources', 'res.json', show], env, tmp_path))
+    assert config['RADICAL_ASYNCFLOW_RESOURCES'] == '{"max_workers": 5}'
+
+
+def test_work_dir_and_resume(show, env, tmp_path):
+    config, _ = shown(run(['--work-dir', 'new/dir', '--resume', 'c.journal', show], env,
+                          tmp_path))
+    assert config['cwd'] == str(tmp_path / 'new' / 'dir')
+    assert config['RADICAL_ASYNCFLOW_JOURNAL'] == str(tmp_path / 'c.journal')
+    assert (tmp_path / 'c.journal').exists()
+
+
+# ---------------------------------------------------------- exit statuses
+
+@pytest.fixture
+def outcome(tmp_path):
+    path = tmp_path / 'outcome.py'
+    path.write_text(OUTCOME_DRIVER)
+    return path
+
+
+@pytest.mark.parametrize('what, status', [('ok', 0), ('fail', 1), ('raise', 1)])
+def test_exit_status(outcome, env, tmp_path, what, status):
+    proc = run([outcome, what], env, tmp_path)
+    assert proc.returncode == status, proc.stderr
+    assert f'exit status {status}' in proc.stderr
+    if what == 'raise':
+        assert 'ValueError: the driver gave up' in proc.stderr
+
+
+def test_quiet_prints_no_summary(outcome, env, tmp_path):
+    proc = run(['--quiet', outcome, 'fail'], env, tmp_path)
+    assert proc.returncode == 1
+    assert 'radical-asyncflow-run' not in proc.stderr
+
+
+def test_stop_after_is_an_orderly_sigusr1_stop(outcome, env, tmp_path):
+    started = time.monotonic()
+    proc = run(['--stop-after', '2', outcome, 'sleep'], env, tmp_path)
+    assert proc.returncode == 128 + signal.SIGUSR1, proc.stderr
+    assert time.monotonic() - started < 20
+    assert 'received SIGUSR1' in proc.stderr
+    assert 'Traceback' not in proc.stderr
+
+
+def test_sigterm_exit_status(outcome, env, tmp_path):
+    proc = subprocess.Popen([*CLI, str(outcome), 'sleep'], env=env, cwd=tmp_path, text=True,
+                            stdout=subprocess.PIPE, stderr=subprocess.PIPE)
+    try:
+        assert proc.stdout.readline().strip() == 'SLEEPING'
+        time.sleep(0.5)
+        proc.send_signal(signal.SIGTERM)
+        _, err = proc.communicate(timeout=30)
+    finally:
+        if proc.poll() is None:
+            proc.kill()
+            proc.communicate()
+    assert proc.returncode == 128 + signal.SIGTERM, err
+
+
+# -------------------------------------------------------------- bad input
+
+NO_ENGINE = 'print("a driver that never creates an engine")\n'
+
+BAD_INPUT = {
+    'missing-driver': (['nosuch.py'], "driver 'nosuch.py' does not exist"),
+    'never-creates-an-engine': (['noengine.py'], 'never created a WorkflowEngine'),
+    'resources-malformed-json': (['--resources', '{cores: 4}', 'show.py'],
+                                 '--resources is not valid JSON'),
+    'resources-not-an-object': (['--resources', '[4]', 'show.py'],
+                                'neither a JSON object nor a file'),
+    'resources-missing-file': (['--resources', 'nosuch.json', 'show.py'],
+                               "'nosuch.json' is neither a JSON object nor a file"),
+    'unknown-backend': (['--backend', 'slurm', 'show.py'], "invalid choice: 'slurm'"),
+    'walltime-zero': (['--submit', 'slurm', '--walltime', '0', 'show.py'],
+                      'must be a positive number of minutes'),
+    'walltime-negative': (['--submit', 'slurm', '--walltime', '-5', 'show.py'],
+                          'must be a positive number of minutes'),
+    'walltime-not-a-number': (['--submit', 'pbs', '--walltime', '1h', 'show.py'],
+                              "must be a positive number of minutes, not '1h'"),
+    'walltime-infinite': (['--submit', 'pbs', '--walltime', 'inf', 'show.py'],
+                          'must be a positive number of minutes'),
+    'walltime-missing': (['--submit', 'slurm', 'show.py'], 'needs --walltime'),
+    'nodes-zero': (['--submit', 'slurm', '--walltime', '5', '--nodes', '0', 'show.py'],
+                   'argument --nodes'),
+    'signal-after-walltime': (['--submit', 'slurm', '--walltime', '5', '--signal-before',
+                               '300', '--dry-run', 'show.py'], 'less than the walltime'),
+    'submit-options-without-submit': (['--nodes', '2', 'show.py'],
+                                      '--nodes only apply with --submit'),
+    'dry-run-without-submit': (['--dry-run', 'show.py'], '--dry-run goes with --submit'),
+    'unknown-scheduler': (['--submit', 'lsf', '--walltime', '5', 'show.py'],
+                          "invalid choice: 'lsf'"),
+    'config-missing': (['--config', 'nosuch.toml', 'show.py'],
+                       "config file 'nosuch.toml' does not exist"),
+    'config-not-toml': (['--config', 'bad.toml', 'show.py'], 'is not valid TOML'),
+    'config-unknown-key': (['--config', 'typo.toml', 'show.py'], "unknown setting 'backends'"),
+    'config-wrong-type': (['--config', 'type.toml', 'show.py'], 'nodes must be a int'),
+    'config-unknown-backend': (['--config', 'backend.toml', 'show.py'],
+                               "unknown backend 'pbs'"),
+    'env-unknown-backend': (['show.py'], "unknown backend 'mpi'"),
+}
+CONFIG_FILES = {'bad.toml': 'backend = \n', 'typo.toml': 'backends = "noop"\n',
+                'type.toml': '[submit]\nnodes = "two"\n', 'backend.toml': 'backend = "pbs"\n'}
+
+
+@pytest.mark.parametrize('case', BAD_INPUT)
+def test_bad_input_is_a_usage_error(case, show, env, tmp_path):
+    args, message = BAD_INPUT[case]
+    (tmp_path / 'noengine.py').write_text(NO_ENGINE)
+    for name, text in CONFIG_FILES.items():
+        (tmp_path / name).write_text(text)
+    if case == 'env-unknown-backend':
+        env = {**env, 'RADICAL_ASYNCFLOW_BACKEND': 'mpi'}
+    proc = run(args, env, tmp_path)
+    assert proc.returncode == 2, f'{proc.returncode}\n{proc.stdout}\n{proc.stderr}'
+    assert message in proc.stderr, proc.stderr
+    assert 'Traceback' not in proc.stderr
+    assert 'BACKEND' not in proc.stdout           # the driver did not run
+
+
+def test_submit_without_sbatch_installed(show, env, tmp_path):
+    empty = tmp_path / 'empty-bin'
+    empty.mkdir()
+    for scheduler, command in (('slurm', 'sbatch'), ('pbs', 'qsub')):
+        proc = run(['--submit', scheduler, '--walltime', '10', show],
+                   {**env, 'PATH': str(empty)}, tmp_path)
+        assert proc.returncode == 2, proc.stderr
+        assert f'{command} is not installed' in proc.stderr
+        assert 'Traceback' not in proc.stderr
+
+
+def test_inconsistent_allocation_is_a_usage_error(show, env, tmp_path):
+    proc = run([show], {**env, 'SLURM_JOB_ID': '7'}, tmp_path)
+    assert proc.returncode == 2
+    assert 'SLURM_JOB_NODELIST is not set' in proc.stderr
+
+
+# ------------------------------------------------------------------- submit
+
+def test_dry_run_prints_the_slurm_script(show, env, tmp_path):
+    proc = run(['--submit', 'slurm', '--walltime', '30', '--nodes', '2', '--account', 'abc',
+                '--queue', 'debug', '--signal-before', '120', '--dry-run', show, 'arg'],
+               env, tmp_path)
+    assert proc.returncode == 0, proc.stderr
+    script = proc.stdout
+    for line in ('#SBATCH --nodes=2', '#SBATCH --time=00:30:00',
+                 '#SBATCH --signal=B:USR1@120', '#SBATCH --account=abc',
+                 '#SBATCH --partition=debug', f'--resume {tmp_path}/show.journal'):
+        assert line in script
+    assert (tmp_path / 'show.sbatch').read_text() == script
+    assert 'not submitted' in proc.stderr
+
+
+def test_dry_run_prints_the_pbs_script(show, env, tmp_path):
+    proc = run(['--submit', 'pbs', '--walltime', '60', '--dry-run', show], env, tmp_path)
+    assert proc.returncode == 0, proc.stderr
+    assert '#PBS -l walltime=01:00:00' in proc.stdout
+    assert '--stop-after 3300' in proc.stdout
+    assert (tmp_path / 'show.pbs').exists()
+
+
+def test_submit_settings_from_the_config_file(show, env, tmp_path):
+    cfg = write_config(tmp_path, '''
+        backend = "radical"
+        [submit]
+        nodes = 3
+        walltime = 45
+        queue = "big"
+        setup = ["module load python/3.11"]
+    ''')
+    proc = run(['--config', cfg, '--submit', 'slurm', '--dry-run', '--nodes', '4', show],
+               env, tmp_path)
+    assert proc.returncode == 0, proc.stderr
+    assert '#SBATCH --nodes=4' in proc.stdout              # the flag wins
+    assert '#SBATCH --time=00:45:00' in proc.stdout
+    assert '#SBATCH --partition=big' in proc.stdout
+    assert 'module load python/3.11' in proc.stdout
+    assert f'--config {cfg}' in proc.stdout
+
+
+def stand_in(tmp_path, name, job_id):
+    bindir = tmp_path / 'bin'
+    bindir.mkdir(exist_ok=True)
+    exe = bindir / name
+    exe.write_text(f'#!/bin/sh\necho "$@" > {tmp_path}/{name}.args\necho {job_id}\n')
+    exe.chmod(0o755)
+    return bindir
+
+
+@pytest.mark.parametrize('scheduler, command, job_id', [('slurm', 'sbatch', '4711'),
+                                                         ('pbs', 'qsub', '12.server')])
+def test_submit_prints_the_job_id(show, env, tmp_path, scheduler, command, job_id):
+    bindir = stand_in(tmp_path, command, job_id)
+    proc = run(['--submit', scheduler, '--walltime', '10', '--work-dir', 'jobs', show],
+               {**env, 'PATH': f'{bindir}:{env["PATH"]}'}, tmp_path)
+    assert proc.returncode == 0, proc.stderr
+    assert proc.stdout.strip() == job_id
+    script = tmp_path / 'jobs' / f'show.{"sbatch" if scheduler == "slurm" else "pbs"}'
+    assert str(script) in (tmp_path / f'{command}.args').read_text()
+    assert f'{scheduler.upper()} job {job_id}' in proc.stderr
+
+
+def test_console_script_is_installed():
+    exe = shutil.which('radical-asyncflow-run', path=os.path.dirname(sys.executable))
+    assert exe is not None
+    proc = subprocess.run([exe, '--help'], capture_output=True, text=True, timeout=60)
+    assert proc.returncode == 0
+    assert '--submit' in proc.stdout and 'Exit status' in proc.stdout
