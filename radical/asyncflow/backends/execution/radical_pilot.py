@@ -359,7 +359,18 @@ class RadicalExecutionBackend(BaseExecutionBackend):
             text = _read_tail(os.path.join(sandbox, name), 1500) if sandbox else ''
             if text.strip():
                 parts.append(f'--- {name} (tail):\n{text.rstrip()}')
-        where = f'\npilot sandbox: {sandbox}' if sandbox else ''
+        # A pilot refused by the launcher never gets a sandbox: its reason is
+        # in the client session's launcher log.
+        session_dir = getattr(self.rp_session, 'path', None) or ''
+        launcher_log = os.path.join(session_dir, 'pmgr_launching.0000.log')
+        errors = [line for line in _read_tail(launcher_log, 20000).splitlines()
+                  if 'ERROR' in line or 'Error' in line or 'xception' in line]
+        if errors:
+            parts.append('--- pmgr_launching.0000.log (errors):\n' + '\n'.join(errors[-8:]))
+        where = ''
+        if sandbox:
+            missing = '' if os.path.isdir(sandbox) else ' (never created: the pilot was not launched)'
+            where = f'\npilot sandbox: {sandbox}{missing}'
         return where + ('\n' + '\n'.join(parts) if parts else '')
 
     def _start_raptors(self) -> None:
