@@ -60,6 +60,9 @@ class StateMapper:
                 f"failed_state=..., canceled_state=..., running_state=...) first")
         self.backend_name = key
         self._by_name = dict(self._registry[key])
+        # Plain attributes: ``mapper.DONE`` is read on every state report, and
+        # a lookup that falls through to __getattr__ costs an exception.
+        self.__dict__.update(self._by_name)
         self._to_main = {}
         for main in TasksMainStates:
             self._to_main[self._by_name[main.name]] = main

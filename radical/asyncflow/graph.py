@@ -9,7 +9,7 @@ reaches zero.  The engine subclasses :class:`Node` for its records.
 from __future__ import annotations
 
 import enum
-from typing import Iterable, List, Optional
+from typing import Callable, Iterable, List, Optional
 
 
 class NodeState(enum.Enum):
@@ -38,10 +38,12 @@ _ALLOWED = {
     NodeState.RUNNING: (NodeState.DONE, NodeState.FAILED, NodeState.CANCELED,
                         NodeState.READY),
 }
-for _state in NodeState:
+# ``index``: a small int per state, for list-based counters (see monitor.py).
+for _index, _state in enumerate(NodeState):
     _state.next_states = _ALLOWED.get(_state, ())
     _state.is_finished = _state in FINISHED
-del _state
+    _state.index = _index
+del _index, _state
 
 
 class InvalidTransition(RuntimeError):
@@ -51,23 +53,30 @@ class InvalidTransition(RuntimeError):
 class Node:
     """A vertex of the graph: an unmet-dependency count and its dependents."""
 
-    __slots__ = ('unmet', 'dependents', 'state')
+    __slots__ = ('unmet', 'dependents', 'state', 'observer')
 
     def __init__(self) -> None:
         self.unmet = 0
         self.dependents: Optional[List['Node']] = None
         self.state = NodeState.WAITING
+        #: None, or ``observer(node, old_state, new_state)``, called after each change.
+        self.observer: Optional[Callable[['Node', NodeState, NodeState], None]] = None
 
     @property
     def finished(self) -> bool:
+        """Whether the node reached DONE, FAILED or CANCELED."""
         return self.state.is_finished
 
 
 def transition(node: Node, new_state: NodeState) -> None:
-    """The one place a node's state changes."""
-    if new_state not in node.state.next_states:
-        raise InvalidTransition(f'{node!r}: {node.state.name} -> {new_state.name}')
+    """The one place a node's state changes; its observer hears of every change."""
+    old = node.state
+    if new_state not in old.next_states:
+        raise InvalidTransition(f'{node!r}: {old.name} -> {new_state.name}')
     node.state = new_state
+    observer = node.observer
+    if observer is not None:
+        observer(node, old, new_state)
 
 
 class DependencyGraph:

@@ -154,6 +154,7 @@ class Journal:
 
     @property
     def has_pending(self) -> bool:
+        """Whether entries are recorded but not yet committed."""
         return bool(self._pending)
 
     def flush(self) -> None:

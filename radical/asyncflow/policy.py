@@ -45,7 +45,9 @@ class TaskPolicy:
         if isinstance(backoff, bool) or not isinstance(backoff, (int, float)) or backoff < 0:
             raise ValueError(f"'{name}': retry_backoff must be a number of seconds >= 0, "
                              f"not {backoff!r}")
-        return cls(retries, None if timeout is None else float(timeout), float(backoff))
+        policy = cls(retries, None if timeout is None else float(timeout), float(backoff))
+        # The engine tells "no policy" by identity: give back the shared default.
+        return DEFAULT_POLICY if policy == DEFAULT_POLICY else policy
 
     def delay(self, attempt: int) -> float:
         """Seconds to wait before ``attempt`` (2 = the first retry)."""

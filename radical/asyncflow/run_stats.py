@@ -6,7 +6,8 @@ exit status; they cost one integer increment per finished component.
 
 from __future__ import annotations
 
-from dataclasses import dataclass
+from dataclasses import dataclass, field
+from typing import Any, Dict, List
 
 
 @dataclass
@@ -17,6 +18,8 @@ class RunStats:
     done: int = 0
     failed: int = 0
     canceled: int = 0
+    #: The run summary of each engine shut down (see radical.asyncflow.monitor).
+    summaries: List[Dict[str, Any]] = field(default_factory=list)
 
 
 STATS = RunStats()

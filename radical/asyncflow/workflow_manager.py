@@ -14,6 +14,7 @@ from __future__ import annotations
 
 import asyncio
 import collections
+import contextvars
 import enum
 import functools
 import inspect
@@ -23,14 +24,17 @@ import pickle
 import signal
 import sys
 import threading
+import weakref
 from collections.abc import Mapping
 from typing import Any, Callable, Dict, Iterator, List, Optional, Union
 
 from . import config
 from .backends.execution.base import BaseExecutionBackend
 from .data import File, InputFile, OutputFile
-from .errors import BackendError, DependencyFailure
+from .errors import BackendError, DependencyCycleError, DependencyFailure
 from .graph import DependencyGraph, Node, NodeState, transition
+from .monitor import RunMonitor, make_profiler
+from .progress import progress_enabled
 from .journal import Journal, JournalEntry, task_identity
 from .policy import DEFAULT_POLICY, TaskPolicy
 from .run_stats import STATS
@@ -64,6 +68,16 @@ SHUTDOWN_WAIT = 5.0
 SHUTDOWN_SIGNALS = (signal.SIGINT, signal.SIGTERM, signal.SIGHUP, signal.SIGUSR1)
 
 _NO_DESCRIPTION: Dict[str, Any] = {}
+#: The blocks whose function is running in the current context, outermost
+#: first: what a task registered or awaited here must not depend on.
+_BLOCK_CHAIN: contextvars.ContextVar = contextvars.ContextVar('asyncflow_block_chain',
+                                                             default=())
+#: A succeeded task's dict drops its result (the future has it, kept alive by
+#: the program, not the engine); its 'args' and 'kwargs' are emptied.
+_RESULT_KEYS = ('return_value', 'stdout')
+#: The 'metadata' of every task without InputFile/OutputFile arguments: one
+#: shared, read-only value instead of a dict and two lists per task.
+_NO_FILES: Dict[str, Any] = {'input_files': (), 'output_files': ()}
 
 
 def _reset_signals_in_child() -> None:
@@ -128,8 +142,9 @@ class _Attempts:
 class ComponentRecord(Node):
     """The engine's record of one task or block (a graph node)."""
 
-    __slots__ = ('uid', 'spec', 'future', 'args', 'kwargs', 'description',
-                 'dependencies', 'block_task', 'backend_final', 'attempts')
+    __slots__ = ('uid', 'spec', '_future', '_future_ref', 'args', 'kwargs', 'description',
+                 'dependencies', 'block_task', 'backend_final', 'attempts',
+                 'upstream_blocks')
 
     def __init__(self, uid: str, spec: _ComponentSpec, future: asyncio.Future,
                  args: tuple, kwargs: dict, description: Dict[str, Any],
@@ -138,20 +153,45 @@ class ComponentRecord(Node):
         self.unmet = 0
         self.dependents = None
         self.state = NodeState.WAITING
+        self.observer = None           # set by the engine's RunMonitor
         self.uid = uid
         self.spec = spec
-        self.future = future
+        self._future = future
+        self._future_ref: Optional[weakref.ref] = None
         self.args = args
         self.kwargs = kwargs
         self.description = description
         self.dependencies = dependencies
         self.block_task: Optional[asyncio.Task] = None
+        # Unfinished blocks this component waits for, directly or not (None: none).
+        self.upstream_blocks: Optional[frozenset] = None
         self.backend_final = False     # the backend reported a final state
         self.attempts: Optional[_Attempts] = None
 
     @property
     def name(self) -> str:
+        """The decorated function's name."""
         return self.spec.name
+
+    @property
+    def future(self) -> Optional[asyncio.Future]:
+        """The component's future; after success, None once the program dropped it."""
+        future = self._future
+        if future is None and self._future_ref is not None:
+            return self._future_ref()
+        return future
+
+    @future.setter
+    def future(self, future: asyncio.Future) -> None:
+        self._future = future
+        self._future_ref = None
+
+    def release_future(self) -> None:
+        """Keep the future (and so the result) alive only while the program does."""
+        future = self._future
+        if future is not None:
+            self._future_ref = weakref.ref(future)
+            self._future = None
 
     def __repr__(self) -> str:
         return f'<{self.uid} {self.spec.name} {self.state.name}>'
@@ -161,6 +201,28 @@ class _TaskFuture(asyncio.Future):
     """An asyncio.Future that knows the record it belongs to."""
 
     __slots__ = ('_af_record',)
+
+    def __await__(self):
+        chain = _BLOCK_CHAIN.get()
+        if chain and not self.done():
+            record = self._af_record
+            if record in chain or (record.upstream_blocks is not None and
+                                   not record.upstream_blocks.isdisjoint(chain)):
+                raise _cycle_error(record, chain)
+        return super().__await__()
+
+    __iter__ = __await__
+
+
+def _cycle_error(record: 'ComponentRecord', chain: tuple) -> DependencyCycleError:
+    block = next((b for b in reversed(chain)
+                  if b is record or (record.upstream_blocks and b in record.upstream_blocks)),
+                 chain[-1])
+    what = 'its own result' if block is record else f"'{record.name}' ({record.uid})"
+    return DependencyCycleError(
+        f"block '{block.name}' ({block.uid}) waits for {what}, which can only finish after "
+        f"the block returns: a dependency cycle that would deadlock; do not pass a block's "
+        f"own future into the tasks it runs or awaits")
 
 
 class _ComponentsView(Mapping):
@@ -197,16 +259,20 @@ class WorkflowEngine:
     @classmethod
     async def create(cls, backend: Optional[BaseExecutionBackend] = None,
                      dry_run: bool = False, implicit_data: bool = True, *,
-                     journal: Optional[str] = None) -> 'WorkflowEngine':
+                     journal: Optional[str] = None,
+                     progress: Optional[bool] = None) -> 'WorkflowEngine':
         """Create an engine on ``backend`` and start its scheduler.
 
         ``backend=None`` means the Noop backend with ``dry_run=True``, else
         the backend configured by ``radical-asyncflow-run`` or the
         environment (:mod:`radical.asyncflow.config`).  ``journal`` is the
         path of a campaign journal (default: ``$RADICAL_ASYNCFLOW_JOURNAL``):
-        tasks recorded there as done are not run again.
+        tasks recorded there as done are not run again.  ``progress``: show
+        live progress and print the run summary at shutdown (default: unless
+        ``$RADICAL_ASYNCFLOW_PROGRESS`` is ``0``; see :mod:`.progress`).
         """
         _get_event_loop_or_raise('WorkflowEngine')
+        progress = progress_enabled(progress)           # TypeError before anything starts
         journal = journal or os.environ.get(config.ENV_JOURNAL) or None
         opened = Journal(journal) if journal else None    # fails before any backend starts
         try:
@@ -217,6 +283,7 @@ class WorkflowEngine:
                 opened.close()
             raise
         instance._journal = opened
+        instance._monitor.start(progress)
         await instance._start_async_components()
         STATS.engines_created += 1
         return instance
@@ -239,7 +306,8 @@ class WorkflowEngine:
 
         import radical.utils as ru   # deferred: keeps "import radical.asyncflow" fast
         self.log = ru.Logger(name='radical.asyncflow', ns='radical.asyncflow', path=self.work_dir)
-        self.prof = ru.Profiler(name='radical.asyncflow', ns='radical.asyncflow', path=self.work_dir)
+        self.prof = make_profiler(self.work_dir)
+        self._monitor = RunMonitor(self)     # state counts, task profile, run summary
 
         self._records: Dict[str, ComponentRecord] = {}
         self.components = _ComponentsView(self._records)
@@ -247,11 +315,16 @@ class WorkflowEngine:
         self._ready: collections.deque = collections.deque()
         self._wakeup = asyncio.Event()
         self.queue: asyncio.Queue = asyncio.Queue()
-        self._counters = {TASK: itertools.count(1), BLOCK: itertools.count(1)}
+        # uid prefix and number per kind: 'task.000001', 'block.000001'
+        self._counters = {kind: (f'{kind.value}.', itertools.count(1)) for kind in (TASK, BLOCK)}
         self._background: set = set()        # backend cancel calls in flight
         self._journal: Optional[Journal] = None
+        from .backends.execution.noop import NoopExecutionBackend
+        self._journal_read_only = dry_run or isinstance(backend, NoopExecutionBackend)
         self._journal_flush: Optional[asyncio.Handle] = None
         self._loop_thread = threading.get_ident()
+        self._done_cb = self._on_future_done      # one bound method, added to every future
+        self._context = contextvars.copy_context()
 
         self.block = self._register_decorator(comp_type=BLOCK)
         self.function_task = self._register_decorator(comp_type=TASK, task_type=FUNCTION)
@@ -338,10 +411,13 @@ class WorkflowEngine:
             if func is None:
                 return functools.partial(decorator, service=service, retries=retries,
                                          timeout=timeout, retry_backoff=retry_backoff)
+            name = getattr(func, '__qualname__', repr(func))
             if not isinstance(service, bool):
-                raise TypeError(f'service must be True or False, not {service!r}')
+                raise TypeError(f"'{name}': service must be True or False, not {service!r}")
             spec = self._make_spec(func, comp_type, task_type, service)
-            name = getattr(func, '__qualname__', spec.name)
+            if comp_type is BLOCK and (retries or timeout is not None):
+                raise TypeError(f"block '{name}' takes no retries= or timeout=: set them on "
+                                f"the tasks inside the block")
             policy = TaskPolicy.build(name, retries, timeout, retry_backoff)
             spec.policy, spec.description = policy.overridden(name, spec.description)
 
@@ -362,6 +438,9 @@ class WorkflowEngine:
         if not callable(func):
             raise TypeError(f'@{what} decorates an async function, not {_describe_type(func)}')
         name = getattr(func, '__qualname__', repr(func))
+        if getattr(func, '__name__', '') == '<lambda>':
+            raise TypeError(f"@{what} needs an 'async def' function: a lambda ('{name}') "
+                            f"cannot be a task; define it with 'async def'")
         if not inspect.iscoroutinefunction(func):
             raise TypeError(f"@{what} needs an 'async def' function: '{name}' is not one "
                             f"(write 'async def {getattr(func, '__name__', name)}(...)')")
@@ -382,7 +461,8 @@ class WorkflowEngine:
 
     def _register(self, spec: _ComponentSpec, args: tuple, kwargs: dict) -> asyncio.Future:
         if self._shutdown_event.is_set():
-            raise RuntimeError(f"cannot run '{spec.name}': the engine has been shut down")
+            raise RuntimeError(f"cannot run '{spec.name}': the engine has been shut down; "
+                               f"call tasks before engine.shutdown(), or create a new engine")
         description = spec.description
         if 'task_description' in kwargs:
             given = kwargs.pop('task_description')
@@ -394,15 +474,18 @@ class WorkflowEngine:
         policy = spec.policy
         if description:
             policy, description = policy.overridden(spec.name, description)
-        dependencies: Dict[ComponentRecord, None] = {}
-        files: List[File] = []
-        if args:
-            self._scan(args, dependencies, files)
-        if kwargs:
-            self._scan(kwargs.values(), dependencies, files)
+        dependencies: Any = ()
+        files: Any = ()
+        if args or kwargs:
+            dependencies, files = {}, []
+            if args:
+                self._scan(args, dependencies, files)
+            if kwargs:
+                self._scan(kwargs.values(), dependencies, files)
 
         kind = spec.kind
-        uid = f'{kind.value}.{next(self._counters[kind]):06d}'
+        prefix, counter = self._counters[kind]
+        uid = f'{prefix}{next(counter):06d}'
         future = _TaskFuture(loop=self.loop)
         desc = {
             'uid': uid,
@@ -414,25 +497,40 @@ class WorkflowEngine:
             'is_service': spec.is_service,
             'async': True,
             'metadata': {
-                'input_files': [f.filename for f in files if type(f) is InputFile] if files else [],
-                'output_files': [f.filename for f in files if type(f) is OutputFile] if files else [],
-            },
+                'input_files': [f.filename for f in files if type(f) is InputFile],
+                'output_files': [f.filename for f in files if type(f) is OutputFile],
+            } if files else _NO_FILES,
             'task_backend_specific_kwargs': dict(description) if description else {},
         }
-        record = ComponentRecord(uid, spec, future, args, kwargs, desc, list(dependencies))
+        record = ComponentRecord(uid, spec, future, args, kwargs, desc,
+                                 list(dependencies) if dependencies else ())
         future._af_record = record
-        future.add_done_callback(self._on_future_done)
+        # The engine's callback runs in the engine's context: no per-future copy.
+        future.add_done_callback(self._done_cb, context=self._context)
         self._records[uid] = record
+        self._monitor.created(record)
         spec.calls += 1
         if policy is not DEFAULT_POLICY or self._journal is not None:
-            record.attempts = _Attempts(policy, self._identity(record) if self._journal else None)
+            record.attempts = _Attempts(
+                policy, self._identity(record) if self._journal is not None else None)
+        if dependencies:
+            upstream = _upstream_blocks(record.dependencies)
+            if upstream:
+                record.upstream_blocks = upstream
+                chain = _BLOCK_CHAIN.get()
+                if chain and not upstream.isdisjoint(chain):
+                    self._graph.add(record, ())
+                    future.set_exception(_cycle_error(record, chain))
+                    return future
 
         blocker = self._graph.add(record, record.dependencies)
         if blocker is not None:
             self._finish_after_dependency(record, blocker)
         elif record.state is NodeState.READY:
-            self._ready.append(record)
-            self._wakeup.set()
+            ready = self._ready
+            if not ready:           # else the scheduler is awake or about to be
+                self._wakeup.set()
+            ready.append(record)
         return future
 
     def _scan(self, values: Any, dependencies: Dict[ComponentRecord, None],
@@ -457,21 +555,31 @@ class WorkflowEngine:
         Wakes only when a component becomes ready; runs until cancelled.
         """
         ready = self._ready
+        prepare = self._prepare
         while True:
             await self._wakeup.wait()
             self._wakeup.clear()
+            drained = 0
             while ready:
                 batch = []
-                for _ in range(min(len(ready), SUBMIT_BATCH)):
+                count = min(len(ready), SUBMIT_BATCH)
+                for _ in range(count):
                     record = ready.popleft()
-                    if record.future.done():
+                    if record.future.done() or not prepare(record):
                         continue
-                    if await self._prepare(record):
-                        batch.append(record)
+                    if record.spec.task_type is EXECUTABLE and \
+                            not await self._build_command(record):
+                        continue
+                    batch.append(record)
                 if batch:
                     await self._dispatch(batch)
-                if ready:
-                    await asyncio.sleep(0)    # let callbacks through between batches
+                # A backend that finishes tasks at once (Noop) refills the queue
+                # while it is drained: hand the loop over every SUBMIT_BATCH
+                # components, not after every (possibly one-task) batch.
+                drained += count
+                if ready and drained >= SUBMIT_BATCH:
+                    drained = 0
+                    await asyncio.sleep(0)
 
     async def submit(self) -> None:
         """Dispatch batches of prepared components put on ``queue``.
@@ -493,8 +601,9 @@ class WorkflowEngine:
                     record.future, record.spec.func, *record.args, **record.kwargs))
             else:
                 tasks.append(record)
-                if record.attempts is not None and record.attempts.policy.timeout:
-                    self._arm_timeout(record)
+                if record.attempts is not None and record.attempts.policy.timeout \
+                        and not self.backend.reports_running:
+                    self._arm_timeout(record)      # no RUNNING report will come
         if tasks:
             await self._submit_to_backend(tasks)
 
@@ -508,30 +617,34 @@ class WorkflowEngine:
         except Exception as exc:
             backend = type(self.backend).__name__
             for record in records:
-                if not record.future.done():
+                future = record.future      # None: it succeeded, and was let go of
+                if future is not None and not future.done():
                     error = BackendError(f"{backend} could not submit task '{record.name}' "
                                          f"({record.uid}): {exc}")
                     error.__cause__ = exc
-                    record.future.set_exception(error)
+                    future.set_exception(error)
 
-    async def _prepare(self, record: ComponentRecord) -> bool:
-        """Resolve a ready component's arguments and data; False if it failed."""
+    def _prepare(self, record: ComponentRecord) -> bool:
+        """Resolve a ready component's arguments and data; False if it failed.
+
+        Synchronous: only an executable task's command needs awaiting, which
+        :meth:`_build_command` does next.
+        """
         try:
-            args = _resolve(record.args)
-            kwargs = {k: _resolve_one(v) for k, v in record.kwargs.items()} if record.kwargs else {}
+            args = record.args
+            if args:
+                args = _resolve(args)
+            kwargs = record.kwargs
+            if kwargs:
+                kwargs = {k: _resolve_one(v) for k, v in kwargs.items()}
+            elif kwargs is None:
+                kwargs = {}
             desc = record.description
-            spec = record.spec
-            if spec.kind is TASK:
+            if record.spec.kind is TASK:
                 if self._journal is not None and self._replay(record):
                     return False
-                self._link_data(record)
-                if spec.task_type is EXECUTABLE:
-                    command = await spec.func(*args, **kwargs)
-                    if not isinstance(command, str):
-                        raise ValueError(
-                            f"executable task '{spec.name}' must return its shell command "
-                            f"as a str, but returned {_describe_type(command)}: {command!r:.80}")
-                    desc['executable'] = command
+                if record.dependencies or desc['metadata']['input_files']:
+                    self._link_data(record)
             record.args = args
             record.kwargs = kwargs
             desc['args'] = args
@@ -541,6 +654,24 @@ class WorkflowEngine:
             if not record.future.done():
                 record.future.set_exception(exc)
             return False
+
+    async def _build_command(self, record: ComponentRecord) -> bool:
+        """Await an executable task's function for its command; False if it failed."""
+        spec = record.spec
+        try:
+            command = await spec.func(*record.args, **record.kwargs)
+            if not isinstance(command, str):
+                raise ValueError(
+                    f"executable task '{spec.name}' must return its shell command "
+                    f"as a str, but returned {_describe_type(command)}: {command!r:.80}")
+        except Exception as exc:
+            if not record.future.done():
+                record.future.set_exception(exc)
+            return False
+        if record.future.done():        # cancelled while its command was built
+            return False
+        record.description['executable'] = command
+        return True
 
     def _link_data(self, record: ComponentRecord) -> None:
         """Tell the backend about the data each dependency edge carries."""
@@ -575,6 +706,9 @@ class WorkflowEngine:
     async def execute_block(self, block_fut: asyncio.Future, func: Callable,
                             *args: Any, **kwargs: Any) -> None:
         """Run a block's function and put its result or exception on ``block_fut``."""
+        record = getattr(block_fut, '_af_record', None)
+        if record is not None:
+            _BLOCK_CHAIN.set(_BLOCK_CHAIN.get() + (record,))   # this task's own context
         try:
             if inspect.iscoroutinefunction(func):
                 result = await func(*args, **kwargs)
@@ -614,6 +748,11 @@ class WorkflowEngine:
         if record is None:
             self.log.warning('state %s for unknown task %s ignored', state, task_dct['uid'])
             return
+        future = record.future
+        if future is None:
+            self.log.warning('state %s for task %s, which has succeeded already, ignored',
+                             state, record.uid)
+            return      # and the program has let go of its future
         if service_callback is not None:
             service_callback(record.future, task, state)
         attempts = record.attempts
@@ -622,9 +761,19 @@ class WorkflowEngine:
             return      # a late report about an earlier attempt
         if state == states.DONE:
             record.backend_final = True
-            self.handle_task_success(task_dct, record.future)
+            # Settled right here, not by the done-callback a loop turn later:
+            # the dependents are released in the same step (one hop less per
+            # chain link).  Other outcomes, user cancellation included, still
+            # arrive through the callback.
+            direct = not future.done() and future.remove_done_callback(self._done_cb)
+            self.handle_task_success(task_dct, future)
             if self._journal is not None and attempts is not None:
                 self._journal_done(record, task_dct)
+            if direct:
+                if future.done():
+                    self._on_future_done(future)
+                else:       # an override of handle_task_success left it pending
+                    future.add_done_callback(self._done_cb)
         elif state == states.FAILED:
             if attempts is not None and self._retry(record, task_dct.get('exception')):
                 return
@@ -635,6 +784,8 @@ class WorkflowEngine:
             self.handle_task_cancellation(task_dct, record.future)
         elif state == states.RUNNING and record.state is NodeState.SUBMITTED:
             transition(record, NodeState.RUNNING)
+            if attempts is not None and attempts.policy.timeout:
+                self._arm_timeout(record)          # a timeout counts running time only
 
     def handle_task_success(self, task: dict, task_fut: asyncio.Future) -> None:
         """Resolve the future with the return value (function) or stdout (executable)."""
@@ -684,16 +835,28 @@ class WorkflowEngine:
             error = future.exception()
             root = error.root_cause if isinstance(error, DependencyFailure) else error
             for dependent in self._graph.abort(record, NodeState.FAILED):
+                if dependent.future.done():     # another failed dependency got there first
+                    continue
                 dependent.future.set_exception(DependencyFailure(
                     f"task '{dependent.name}' was not run: its dependency "
                     f"'{record.name}' ({record.uid}) failed: {root!r}",
                     failed_dependencies=[record.name], root_cause=root))
         else:
             STATS.done += 1
-            ready = self._graph.succeed(record)
-            if ready:
-                self._ready.extend(ready)
-                self._wakeup.set()
+            released = self._graph.succeed(record)
+            if released:
+                ready = self._ready
+                if not ready:       # else the scheduler is awake or about to be
+                    self._wakeup.set()
+                ready.extend(released)
+            # The result lives on in the program's future alone.
+            desc = record.description
+            desc['args'] = ()
+            if desc.get('kwargs'):
+                desc['kwargs'] = {}
+            for key in _RESULT_KEYS:
+                desc.pop(key, None)
+            record.release_future()
         record.args = record.kwargs = None
         record.dependencies = None
 
@@ -804,6 +967,8 @@ class WorkflowEngine:
         return True
 
     def _journal_done(self, record: ComponentRecord, task: Dict[str, Any]) -> None:
+        if self._journal_read_only:
+            return      # a dry run's results are not real: never record them
         if record.spec.task_type is EXECUTABLE:
             kind, payload = 'stdout', str(task.get('stdout') or '').encode()
         else:
@@ -874,6 +1039,7 @@ class WorkflowEngine:
         if self._journal is not None:
             self._journal.close()
             self._journal = None
+        STATS.summaries.append(self._monitor.stop(self.exit_signal))
         self.prof.prof('engine_stop', uid='engine')
         self.prof.flush()
         self.log.info('engine stopped')
@@ -883,18 +1049,51 @@ class WorkflowEngine:
 
     def _cancel_pending(self, stop_in_backend: bool) -> None:
         """Cancel every unfinished future; the backend is told only if asked."""
-        pending = [r for r in self._records.values() if not r.future.done()]
+        pending = [r for r in self._records.values()
+                   if r.state is not NodeState.DONE and not r.future.done()]
         if pending:
             self.log.info('cancelling %d unfinished components', len(pending))
         for record in pending:
-            record.backend_final = not stop_in_backend
+            # Block coroutines are the engine's own: always stopped.
+            record.backend_final = not stop_in_backend and record.spec.kind is not BLOCK
             record.future.cancel()
+
+    # ----------------------------------------------------------- observability
+
+    def state_counts(self) -> Dict[str, int]:
+        """Tasks and blocks per state right now: NodeState name -> count."""
+        return self._monitor.state_counts()
+
+    @property
+    def peak_concurrency(self) -> int:
+        """The most tasks that were in the backend (SUBMITTED or RUNNING) at once."""
+        return self._monitor.peak_concurrency
+
+    @property
+    def summary(self) -> Optional[Dict[str, Any]]:
+        """The run summary written at shutdown (None before it)."""
+        return self._monitor.summary
 
     async def __aenter__(self) -> 'WorkflowEngine':
         return self
 
     async def __aexit__(self, *exc_info: Any) -> None:
         await self.shutdown()
+
+
+def _upstream_blocks(dependencies: List['ComponentRecord']) -> Optional[frozenset]:
+    """The unfinished blocks among ``dependencies`` and their own upstream blocks."""
+    found = None
+    for dep in dependencies:
+        if dep.state.is_finished:
+            continue
+        if dep.spec.kind is BLOCK or dep.upstream_blocks is not None:
+            found = set() if found is None else found
+            if dep.spec.kind is BLOCK:
+                found.add(dep)
+            if dep.upstream_blocks is not None:
+                found.update(dep.upstream_blocks)
+    return frozenset(found) if found else None
 
 
 def _exit_process(status: int) -> None:

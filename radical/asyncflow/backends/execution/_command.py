@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import asyncio
 import os
+import string
 import subprocess
 import threading
 from dataclasses import dataclass
@@ -74,31 +75,107 @@ class _Tail:
         return bytes(self.data[-self.limit:]).decode(errors='replace')
 
 
+#: Characters a POSIX shell gives no meaning to (outside of words it looks up).
+_PLAIN = frozenset(string.ascii_letters + string.digits + '_@%+=:,./- ')
+#: Words the shell runs itself rather than looking them up on PATH.
+_SHELL_WORDS = frozenset(
+    '. : [ [[ ]] ! { } alias bg break builtin cd chdir command continue declare dirs '
+    'disown echo enable eval exec exit export false fc fg getopts hash help history jobs '
+    'kill let local logout popd printf pushd pwd read readarray readonly return select set '
+    'shift shopt source suspend test time times trap true type typeset ulimit umask unalias '
+    'unset wait case do done elif else esac fi for function if in then until while'.split())
+
+
+def plain_argv(command: str) -> Optional[List[str]]:
+    """The argv of ``command`` if a shell would only split it on spaces, else None.
+
+    Such a command runs without a shell (one exec instead of two): no quotes,
+    expansions, redirections, operators, assignments or builtins.
+    """
+    if not command or not _PLAIN.issuperset(command):
+        return None
+    argv = command.split()
+    if not argv or '=' in argv[0] or argv[0] in _SHELL_WORDS:
+        return None
+    return argv
+
+
+class _CommandProtocol(asyncio.SubprocessProtocol):
+    """Gathers a command's whole stdout and its stderr's tail as they arrive.
+
+    One object per command, fed by the transport's callbacks: no stream
+    readers and no reader tasks.
+    """
+
+    def __init__(self, loop: asyncio.AbstractEventLoop) -> None:
+        self._loop = loop
+        self.transport: Optional[asyncio.SubprocessTransport] = None
+        self.stdout: List[bytes] = []
+        self.tail = _Tail()
+        self.finished = False        # exited, and both pipes are closed
+        self._waiters: List[asyncio.Future] = []
+
+    def connection_made(self, transport: asyncio.BaseTransport) -> None:
+        self.transport = transport   # type: ignore[assignment]
+
+    def pipe_data_received(self, fd: int, data: bytes) -> None:
+        if fd == 1:
+            self.stdout.append(data)
+        else:
+            self.tail.feed(data)
+
+    def connection_lost(self, exc: Optional[Exception]) -> None:
+        self.finished = True
+        for waiter in self._waiters:
+            if not waiter.done():
+                waiter.set_result(None)
+        self._waiters = []
+
+    @property
+    def pid(self) -> int:
+        return self.transport.get_pid()
+
+    async def wait(self) -> int:
+        """The exit code, once the process is gone and its output read."""
+        if not self.finished:
+            waiter = self._loop.create_future()
+            self._waiters.append(waiter)
+            await waiter
+        return self.transport.get_returncode()
+
+
 async def run_command(spec: CommandSpec) -> CommandResult:
-    """Run ``spec`` as an asyncio subprocess; kill it if cancelled."""
+    """Run ``spec`` as a subprocess of the running loop; kill it if cancelled.
+
+    A command the shell would only split on spaces is executed directly;
+    anything else (or a command not found that way) goes through /bin/sh.
+    """
     if spec.cwd:
         os.makedirs(spec.cwd, exist_ok=True)
-    proc = await asyncio.create_subprocess_shell(
-        spec.command, stdout=asyncio.subprocess.PIPE, stderr=asyncio.subprocess.PIPE,
-        stdin=asyncio.subprocess.DEVNULL, env=spec.env, cwd=spec.cwd,
-        start_new_session=True)
-    tail = _Tail()
-
-    async def drain_stderr() -> None:
-        while True:
-            chunk = await proc.stderr.read(65536)
-            if not chunk:
-                return
-            tail.feed(chunk)
-
+    loop = asyncio.get_running_loop()
+    options = dict(stdin=subprocess.DEVNULL, stdout=subprocess.PIPE, stderr=subprocess.PIPE,
+                   env=spec.env, cwd=spec.cwd, start_new_session=True)
+    argv = plain_argv(spec.command)
+    transport = None
+    if argv is not None:
+        try:
+            transport, proc = await loop.subprocess_exec(
+                lambda: _CommandProtocol(loop), *argv, **options)
+        except OSError:
+            transport = None      # not found or not executable: let the shell say so
+    if transport is None:
+        transport, proc = await loop.subprocess_shell(
+            lambda: _CommandProtocol(loop), spec.command, **options)
     try:
-        stdout, _, exit_code = await asyncio.gather(proc.stdout.read(), drain_stderr(),
-                                                    proc.wait())
+        exit_code = await proc.wait()
     except BaseException:
         _kill_group(proc.pid)
         await _reap(proc)
         raise
-    return CommandResult(exit_code, stdout.decode(errors='replace'), tail.text(), tail.size)
+    finally:
+        transport.close()
+    return CommandResult(exit_code, b''.join(proc.stdout).decode(errors='replace'),
+                         proc.tail.text(), proc.tail.size)
 
 
 async def _reap(proc: asyncio.subprocess.Process) -> None:

@@ -24,6 +24,8 @@ from ._functions import FunctionRef, call_by_reference
 #: How often a task whose pool broke under it (through no fault of its own)
 #: is started again.
 MAX_INNOCENT_RESTARTS = 3
+#: Seconds to wait for a broken pool to reap its workers.
+REAP_WAIT = 5.0
 
 
 class WorkerDied(RuntimeError):
@@ -55,6 +57,11 @@ class SupervisedProcessPool:
                         getattr(executor, '_processes', None) or {})
                     return await pending
                 except BrokenProcessPool as exc:
+                    # The pool's manager thread reaps the workers; once it has
+                    # ended, every exit code is known.
+                    manager = getattr(executor, '_executor_manager_thread', None)
+                    if manager is not None:
+                        await loop.run_in_executor(None, manager.join, REAP_WAIT)
                     pid = self._started_in(marker)
                     death = self._death_of(pid, executor)
                     self._replace(executor)

@@ -17,13 +17,18 @@ key                             meaning
 ``args``, ``kwargs``            arguments, dependency futures replaced by results
 ``is_service``                  True for ``service=True`` tasks
 ``metadata``                    ``{'input_files': [...], 'output_files': [...]}``
+                                (one shared, read-only value with empty tuples
+                                for every task without files: never mutate it)
 ``task_backend_specific_kwargs`` the merged ``task_description`` dict
 =============================== ===============================================
 
 On completion the backend fills in ``return_value`` (function tasks) or
 ``stdout``/``stderr``/``exit_code`` (executables), or ``exception``, and calls
 ``callback(task, state)`` with a state of its :class:`StateMapper`.  The
-callback may be called from any thread.
+callback may be called from any thread.  Once the engine has taken a task's
+DONE report, the dict no longer holds its arguments or result: ``args`` and
+``kwargs`` are emptied and ``return_value``/``stdout`` removed (the task's
+future has the result).
 """
 
 from __future__ import annotations
@@ -56,6 +61,10 @@ class BaseExecutionBackend(abc.ABC):
     session: Session
     _callback_func: Optional[StateCallback] = None
     _initialized: bool = False
+    #: True when the backend reports RUNNING as a task starts to run (after
+    #: any queueing of its own); task timeouts then count running time only.
+    #: False: the engine counts a timeout from submission.
+    reports_running: bool = False
 
     # -- lifecycle ---------------------------------------------------------
 

@@ -26,9 +26,10 @@ class NoopExecutionBackend(BaseExecutionBackend):
         report = self.task_state_cb
         for task in tasks:
             task['return_value'] = None
-            task['stdout'] = ''
-            task['stderr'] = ''
-            task['exit_code'] = 0
+            if task.get('function') is None:      # an executable: its empty output
+                task['stdout'] = ''
+                task['stderr'] = ''
+                task['exit_code'] = 0
             report(task, done)
 
     async def cancel_task(self, uid: str) -> bool:

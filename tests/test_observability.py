@@ -1,0 +1,434 @@
+"""Observability: state counts, the task profile, progress, the run summary, plots."""
+
+import asyncio
+import io
+import itertools
+import json
+import os
+import subprocess
+import sys
+import time
+from concurrent.futures import ThreadPoolExecutor
+
+import psutil
+import pytest
+
+from radical.asyncflow import ConcurrentExecutionBackend, WorkflowEngine
+from radical.asyncflow import _profile_writer, monitor, plot, progress
+from radical.asyncflow.graph import NodeState
+
+WAIT = 30
+
+
+@pytest.fixture(autouse=True)
+def in_tmp_dir(tmp_path, monkeypatch):
+    monkeypatch.chdir(tmp_path)
+    monkeypatch.setenv('RADICAL_ASYNCFLOW_PROFILE', 'False')
+    monkeypatch.delenv('RADICAL_ASYNCFLOW_PROGRESS', raising=False)
+    monkeypatch.delenv('RADICAL_ASYNCFLOW_PROGRESS_INTERVAL', raising=False)
+
+
+@pytest.fixture
+def profiling(monkeypatch):
+    """Profiling on, without the NTP lookup radical.utils makes for it."""
+    import radical.utils.profile as ru_profile
+
+    def no_ntp():
+        raise OSError('no NTP in the tests')
+
+    monkeypatch.setattr(ru_profile, '_sync_ntp', no_ntp)
+    monkeypatch.setenv('RADICAL_ASYNCFLOW_PROFILE', 'True')
+
+
+async def threads_engine(workers=4, **kwargs):
+    backend = await ConcurrentExecutionBackend(ThreadPoolExecutor(workers))
+    return await WorkflowEngine.create(backend=backend, **kwargs)
+
+
+def read_events(path):
+    """uid -> {state: (time, msg)} of the 'advance' events of a profile."""
+    events = {}
+    with open(path) as handle:
+        for line in handle:
+            parts = line.rstrip('\n').split(',', 6)
+            if len(parts) == 7 and parts[1] == 'advance':
+                events.setdefault(parts[4], {})[parts[5]] = (float(parts[0]), parts[6])
+    return events
+
+
+async def failing_workflow(engine, gate=None):
+    """6 tasks done, 3 failed with the same cause, 1 with another, 2 dependents not run."""
+
+    @engine.function_task
+    async def ok(i):
+        if gate is not None:
+            await gate.wait()
+        return i
+
+    @engine.function_task
+    async def boom(i):
+        raise ValueError(f'bad value\nfor input {i}')
+
+    @engine.function_task
+    async def other():
+        raise KeyError('missing')
+
+    @engine.function_task
+    async def after(*values):
+        return values
+
+    futures = [ok(i) for i in range(6)] + [boom(i) for i in range(3)] + [other()]
+    futures.append(after(futures[6], futures[7]))      # two failed dependencies
+    futures.append(after(futures[-1]))                 # transitively
+    return futures
+
+
+# ------------------------------------------------------------------ counts
+
+def test_state_indices_and_writer_names_follow_the_graph():
+    assert [s.index for s in NodeState] == list(range(len(NodeState)))
+    assert _profile_writer.STATE_NAMES == tuple(s.name for s in NodeState)
+    assert _profile_writer.MESSAGE_STATES == (NodeState.WAITING.index, NodeState.FAILED.index)
+
+
+async def test_state_counts_and_peak_concurrency():
+    engine = await threads_engine(progress=False)
+    gate = asyncio.Event()
+    try:
+        futures = await failing_workflow(engine, gate)
+        for _ in range(200):
+            counts = engine.state_counts()
+            if counts['FAILED'] >= 6:
+                break
+            await asyncio.sleep(0.01)
+        assert sum(counts.values()) == 12
+        assert counts['SUBMITTED'] + counts['RUNNING'] == 6       # the gated ones
+        assert counts['FAILED'] == 6
+        gate.set()
+        await asyncio.wait_for(asyncio.gather(*futures, return_exceptions=True), WAIT)
+        counts = engine.state_counts()
+        assert counts == {'WAITING': 0, 'READY': 0, 'SUBMITTED': 0, 'RUNNING': 0,
+                          'DONE': 6, 'FAILED': 6, 'CANCELED': 0}
+        assert engine.peak_concurrency == 10        # all but the two dependents at once
+    finally:
+        await engine.shutdown()
+
+
+async def test_cancelled_and_blocks_are_counted():
+    engine = await WorkflowEngine.create(dry_run=True, progress=False)
+
+    @engine.function_task
+    async def step(*deps):
+        return 1
+
+    @engine.block
+    async def blk():
+        return await step()
+
+    first = step()
+    second = step(first)
+    first.cancel()                        # before it ran: its dependent is cancelled too
+    assert await asyncio.wait_for(blk(), WAIT) is None     # a dry run returns nothing
+    await asyncio.sleep(0)
+    counts = engine.state_counts()
+    assert second.cancelled()
+    assert counts['CANCELED'] == 2 and counts['DONE'] == 2 and sum(counts.values()) == 4
+    assert engine._monitor.task_counts()['DONE'] == 1      # the block is not a task
+    await engine.shutdown()
+    assert engine.summary['blocks'] == 1 and engine.summary['tasks'] == 3
+
+
+# ----------------------------------------------------------------- summary
+
+async def test_summary_file_and_printout(capsys):
+    engine = await threads_engine(progress=True)
+    futures = await failing_workflow(engine)
+    await asyncio.wait_for(asyncio.gather(*futures, return_exceptions=True), WAIT)
+    await engine.shutdown()
+
+    with open(monitor.SUMMARY_FILE) as handle:
+        summary = json.load(handle)
+    assert summary == {**engine.summary, 'summary_file': summary.get('summary_file')} or \
+        summary.items() <= engine.summary.items()
+    assert summary['backend'] == 'ConcurrentExecutionBackend'
+    assert summary['tasks'] == 12 and summary['blocks'] == 0
+    assert summary['states']['DONE'] == 6 and summary['states']['FAILED'] == 6
+    assert summary['wall_time_s'] > 0
+    assert summary['peak_concurrency'] == 10
+    causes = {g['cause']: g for g in summary['failures']}
+    assert causes['ValueError: bad value']['count'] == 3
+    assert sorted(causes['ValueError: bad value']['tasks']) == [
+        'boom (task.000007)', 'boom (task.000008)', 'boom (task.000009)']
+    assert causes["KeyError: 'missing'"]['count'] == 1
+    upstream = causes['DependencyFailure (upstream ValueError: bad value)']
+    assert upstream['count'] == 2 and upstream['tasks'][0].startswith('after (')
+    assert summary['failures'][0]['count'] == 3          # most frequent first
+    assert summary['profile'] is None                     # profiling is off here
+
+    err = capsys.readouterr().err
+    assert 'radical.asyncflow run summary' in err
+    assert '3 x ValueError: bad value' in err
+    assert 'peak concurrency 10 tasks' in err
+
+
+@pytest.mark.parametrize('switch', ['argument', 'environment'])
+async def test_progress_switch_also_silences_the_summary(capsys, monkeypatch, switch):
+    if switch == 'environment':
+        monkeypatch.setenv('RADICAL_ASYNCFLOW_PROGRESS', '0')
+        engine = await WorkflowEngine.create(dry_run=True)
+    else:
+        engine = await WorkflowEngine.create(dry_run=True, progress=False)
+
+    @engine.function_task
+    async def t():
+        return 1
+
+    await asyncio.wait_for(t(), WAIT)
+    await engine.shutdown()
+    assert capsys.readouterr().err == ''
+    assert os.path.exists(monitor.SUMMARY_FILE)          # written all the same
+
+
+async def test_progress_must_be_a_bool():
+    with pytest.raises(TypeError, match='progress'):
+        await WorkflowEngine.create(dry_run=True, progress='yes')
+
+
+# ---------------------------------------------------------------- progress
+
+async def test_plain_progress_lines_when_not_a_terminal(capsys, monkeypatch):
+    monkeypatch.setenv('RADICAL_ASYNCFLOW_PROGRESS_INTERVAL', '0.05')
+    engine = await threads_engine(progress=True)
+
+    @engine.function_task
+    async def naps():
+        await asyncio.sleep(0.4)
+
+    await asyncio.wait_for(asyncio.gather(*[naps() for _ in range(5)]), WAIT)
+    await engine.shutdown()
+    lines = [l for l in capsys.readouterr().err.splitlines() if 'finished (' in l]
+    assert lines, 'no progress line'
+    assert '/5 finished' in lines[-1] and 'ETA' in lines[-1] and '/s' in lines[-1]
+    assert engine._monitor._timer is None                 # stopped at shutdown
+
+
+class _Terminal(io.StringIO):
+    def isatty(self):
+        return True
+
+
+def test_rich_display_on_a_terminal(monkeypatch):
+    monkeypatch.setenv('TERM', 'xterm')
+
+    class Monitor:
+        started = time.time() - 3
+        peak_concurrency = 2
+        total, finished = 10, 4
+
+        def state_counts(self):
+            return {'WAITING': 3, 'READY': 1, 'SUBMITTED': 0, 'RUNNING': 2,
+                    'DONE': 3, 'FAILED': 1, 'CANCELED': 0}
+
+    stdout = sys.stdout
+    stream = _Terminal()
+    display = progress.ProgressDisplay(Monitor(), stream=stream)
+    assert display.terminal
+    display.update()
+    display.close()
+    assert sys.stdout is stdout                            # the terminal is given back
+    out = stream.getvalue()
+    assert 'radical.asyncflow' in out and '4/10' in out and 'running' in out
+
+
+async def test_display_timer_does_not_keep_the_loop_alive():
+    code = ('import asyncio, time\n'
+            'from radical.asyncflow import WorkflowEngine\n'
+            'async def main():\n'
+            '    engine = await WorkflowEngine.create(dry_run=True, progress=True)\n'
+            'start = time.monotonic()\n'
+            'asyncio.run(main())\n'
+            'print(time.monotonic() - start)\n')
+    env = dict(os.environ, RADICAL_ASYNCFLOW_PROFILE='True')
+    proc = await asyncio.create_subprocess_exec(sys.executable, '-c', code, env=env,
+                                                stdout=subprocess.PIPE, stderr=subprocess.PIPE)
+    out, err = await asyncio.wait_for(proc.communicate(), WAIT)
+    assert proc.returncode == 0, err.decode()
+    assert float(out.decode().split()[-1]) < 5
+
+
+# ----------------------------------------------------------------- profile
+
+async def test_profile_records_every_state_change(profiling):
+    engine = await threads_engine(progress=False)
+    futures = await failing_workflow(engine)
+    await asyncio.wait_for(asyncio.gather(*futures, return_exceptions=True), WAIT)
+    await engine.shutdown()
+
+    path = os.path.join(engine.work_dir, monitor.PROFILE_FILE)
+    events = read_events(path)
+    assert len(events) == 12
+    first = events['task.000001']
+    assert list(first) == ['WAITING', 'READY', 'SUBMITTED', 'RUNNING', 'DONE']
+    assert first['WAITING'][1] == 'ok'                                 # the task name
+    assert first['SUBMITTED'][1] == 'ConcurrentExecutionBackend'
+    times = [t for t, _ in first.values()]
+    assert times == sorted(times) and abs(times[0] - time.time()) < 60
+    assert events['task.000007']['FAILED'][1] == 'ValueError: bad value'
+    assert events['task.000012']['FAILED'][1].startswith('DependencyFailure (upstream')
+    assert 'SUBMITTED' not in events['task.000012']                   # never ran
+    assert engine.summary['profile'] == path
+
+    import radical.utils as ru                    # the reader radical.analytics uses
+    rows = ru.read_profiles([path], sid='test')[path]
+    advance = [r for r in rows if r[ru.EVENT] == 'advance']
+    assert len(advance) == sum(len(states) for states in events.values())
+    assert {r[ru.ENTITY] for r in advance} == {'task'}
+
+
+async def test_large_profile_goes_through_the_helper_process(profiling, monkeypatch):
+    monkeypatch.setattr(monitor, 'FLUSH_EVENTS', 1000)
+    monkeypatch.setattr(monitor, 'HELPER_AFTER', 2000)
+    engine = await WorkflowEngine.create(dry_run=True, progress=False)
+
+    @engine.function_task
+    async def noop(*deps):
+        return None
+
+    n = 3000
+    futures = [noop() for _ in range(n)]
+    await asyncio.wait_for(asyncio.gather(*futures), WAIT)
+    writer = engine._monitor._writer
+    assert writer is not None, 'no helper process'
+    helper = writer._proc.pid
+    await engine.shutdown()
+
+    assert not psutil.pid_exists(helper) or \
+        psutil.Process(helper).status() == psutil.STATUS_ZOMBIE
+    events = read_events(os.path.join(engine.work_dir, monitor.PROFILE_FILE))
+    assert len(events) == n
+    assert all(list(states) == ['WAITING', 'READY', 'SUBMITTED', 'DONE']
+               for states in events.values())
+    assert all(states['WAITING'][1] == 'noop' for states in events.values())
+    # other tests of this session may have children of their own still exiting
+    assert helper not in [child.pid for child in psutil.Process().children()]
+
+
+async def test_no_profile_and_no_helper_when_profiling_is_off():
+    engine = await WorkflowEngine.create(dry_run=True, progress=False)
+
+    @engine.function_task
+    async def noop():
+        return None
+
+    await asyncio.wait_for(asyncio.gather(*[noop() for _ in range(100)]), WAIT)
+    assert engine._monitor._writer is None
+    await engine.shutdown()
+    assert not os.path.exists(os.path.join(engine.work_dir, monitor.PROFILE_FILE))
+
+
+def test_format_events_matches_the_profiler_format():
+    now = time.time_ns()
+    text = _profile_writer.format_events(
+        [1_000, 2_500_000], ['task.000001', 'task.000001'], [0, 5], ['work', 'boom'],
+        now - 1_000, 'radical.asyncflow', 'MainThread', 'Noop')
+    first, second = text.splitlines()
+    assert first.split(',')[1:] == ['advance', 'radical.asyncflow', 'MainThread',
+                                    'task.000001', 'WAITING', 'work']
+    assert second.endswith(',task.000001,FAILED,boom')
+    assert abs(float(first.split(',')[0]) - now / 1e9) < 1e-5
+    assert abs(float(second.split(',')[0]) - float(first.split(',')[0]) - 0.0024990) < 2e-6
+
+
+# -------------------------------------------------------------------- plot
+
+def _png_checks(path, min_width=800):
+    import matplotlib.image as mpimg
+    import numpy as np
+    assert os.path.getsize(path) > 5_000
+    image = mpimg.imread(path)
+    height, width = image.shape[:2]
+    assert width >= min_width and height >= 300
+    rgb = image[..., :3]
+    coloured = np.abs(rgb - 1.0).sum(axis=2) > 0.1            # not white
+    assert coloured.mean() > 0.02, 'the plot is (nearly) blank'
+    return image
+
+
+async def test_plot_of_a_real_run(profiling, capsys):
+    pytest.importorskip('matplotlib')
+    engine = await threads_engine(progress=False)
+
+    @engine.function_task
+    async def naps(i):
+        await asyncio.sleep(0.02 * (i % 5))
+        return i
+
+    futures = [naps(i) for i in range(40)] + await failing_workflow(engine)
+    await asyncio.wait_for(asyncio.gather(*futures, return_exceptions=True), WAIT)
+    await engine.shutdown()
+
+    assert plot.main([engine.work_dir]) == 0
+    written = capsys.readouterr().out.split()
+    assert [os.path.basename(p) for p in written] == [plot.TIMELINE_FILE, plot.CONCURRENCY_FILE]
+    timeline = _png_checks(written[0])
+    concurrency = _png_checks(written[1])
+    # the failed tasks show as red bars
+    red = (timeline[..., 0] > 0.6) & (timeline[..., 1] < 0.3) & (timeline[..., 2] < 0.3)
+    assert red.sum() > 50
+    assert concurrency.shape[1] == 1100                    # 11 in at 100 dpi
+
+    runs = plot.read_runs(os.path.join(engine.work_dir, monitor.PROFILE_FILE))
+    tasks = plot.intervals(runs[-1])
+    rows = plot.assign_slots(tasks)
+    assert len(tasks) == 50                                # the two dependents never ran
+    # greedy slots are optimal: as many rows as bars overlap at most (ends before starts)
+    sweep = sorted([(t.start, 1) for t in tasks] + [(t.end, -1) for t in tasks])
+    overlap = max(itertools.accumulate(change for _, change in sweep))
+    assert rows == overlap <= engine.summary['peak_concurrency']
+    for slot in range(rows):
+        bars = sorted((t.start, t.end) for t in tasks if t.slot == slot)
+        assert all(a[1] <= b[0] for a, b in zip(bars, bars[1:])), 'overlapping bars'
+
+
+def test_assign_slots_is_greedy():
+    tasks = [plot.TaskInterval(str(i), s, e, 'DONE')
+             for i, (s, e) in enumerate([(0, 2), (1, 3), (2, 4), (3, 5), (0.5, 1)])]
+    assert plot.assign_slots(tasks) == 2
+    assert [t.slot for t in tasks] == [0, 1, 0, 1, 1]      # lowest free row, reused at once
+
+
+async def test_plot_of_10k_tasks_is_fast(profiling, tmp_path):
+    pytest.importorskip('matplotlib')
+    engine = await WorkflowEngine.create(dry_run=True, progress=False)
+
+    @engine.function_task
+    async def noop(*deps):
+        return None
+
+    futures = []
+    for i in range(10_000):
+        futures.append(noop(futures[i - 1]) if i % 10 else noop())
+    await asyncio.wait_for(asyncio.gather(*futures), 120)
+    await engine.shutdown()
+
+    start = time.monotonic()
+    written = plot.plot_session(engine.work_dir, out_dir=str(tmp_path / 'plots'))
+    assert time.monotonic() - start < 10
+    for path in written.values():
+        _png_checks(path)
+
+
+def test_plot_errors_are_usage_errors(tmp_path, capsys):
+    assert plot.main([str(tmp_path / 'missing')]) == 2
+    assert 'no radical.asyncflow.prof' in capsys.readouterr().err
+    (tmp_path / monitor.PROFILE_FILE).write_text('#time,event,comp,thread,uid,state,msg\n')
+    assert plot.main([str(tmp_path)]) == 2
+    assert 'no task events' in capsys.readouterr().err
+
+
+def test_plot_script_is_installed():
+    here = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
+    script = os.path.join(here, 'bin', 'radical-asyncflow-plot')
+    proc = subprocess.run([sys.executable, script, '--help'], capture_output=True, text=True,
+                          timeout=WAIT)
+    assert proc.returncode == 0 and 'SESSION_DIR' in proc.stdout
