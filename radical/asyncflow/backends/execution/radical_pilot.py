@@ -42,27 +42,26 @@ Tested with radical.pilot 1.103 (see :data:`TESTED_RP_VERSIONS`).
 from __future__ import annotations
 
 import asyncio
-import base64
 import enum
-import inspect
 import itertools
 import logging
 import os
-import pickle
-import shutil
-import signal
-import sys
 import threading
 import time
-import traceback
-import urllib.parse
-import urllib.request
-from dataclasses import dataclass, field
+from dataclasses import dataclass
 from typing import Any, Callable, Dict, List, Optional, Tuple
 
 from ...constants import StateMapper
-from ...errors import BackendError, MissingDependencyError, TaskExecutionError
-from ._command import STDERR_TAIL, CommandResult, command_failure
+from ...errors import BackendError, MissingDependencyError
+from ._rp_describe import SERVICE_STARTUP_TIMEOUT, TaskKind, describe_task, valid_keys
+from ._rp_outcome import command_result, failure, function_outcome, record_command
+from ._rp_payload import raptor_function, run_payload_file, write_payload
+from ._rp_raptor import (MasterSpec, Raptor, WorkerSpec, parse_raptor_config, submit_master,
+                         worker_descriptions)
+from ._rp_session import (CLOSE_TIMEOUT, DEFAULT_RUNTIME, PILOT_CANCEL_TIMEOUT,
+                          PROCESS_EXIT_TIMEOUT, TASK_STOP_TIMEOUT, close_session,
+                          pilot_description, pilot_diagnostics, prepare_environment, stop_tasks)
+from ._rp_staging import IMPLICIT_INPUTS_KEY, fetch, link_from_task, stage_from_source
 from .base import BaseExecutionBackend, Session, TaskDict
 
 # The values of rp.DONE, rp.FAILED, rp.CANCELED and rp.AGENT_EXECUTING:
@@ -74,39 +73,16 @@ StateMapper.register_backend_states('radical', done_state='DONE', failed_state='
 TESTED_RP_VERSIONS = ('1.103',)
 #: Seconds allowed for the pilot to become active (override: startup_timeout=...).
 PILOT_STARTUP_TIMEOUT = 600.0
-#: Pilot walltime in minutes when ``resources`` gives none (RP's own default is 10).
-DEFAULT_RUNTIME = 60
-#: Seconds a service task may take to come up (task_description 'startup_timeout').
-SERVICE_STARTUP_TIMEOUT = 300
-#: Seconds allowed for closing the session, then for its processes to exit.
-CLOSE_TIMEOUT = 120.0
-PROCESS_EXIT_TIMEOUT = 10.0
-TASK_STOP_TIMEOUT = 10.0
-PILOT_CANCEL_TIMEOUT = 30.0
-#: RP keeps only the last 1024 characters of stdout/stderr in the task.
-_RP_TAIL_MARK = '[... CONTENT SHORTENED ...]'
-_RP_TAIL_LENGTH = 1024
-#: task_description keys the backend sets itself.
-_RESERVED_KEYS = frozenset({'uid', 'name', 'mode', 'executable', 'arguments', 'function',
-                            'args', 'kwargs', 'code', 'command', 'raptor_id', 'pilot'})
-#: Key of the task dict under which implicit data links are recorded.
-IMPLICIT_INPUTS_KEY = 'radical_implicit_inputs'
-#: Files of the function trampoline in the task sandbox (hidden: not linked on).
-_PAYLOAD_IN = '.asyncflow.call'
-_PAYLOAD_OUT = '.asyncflow.result'
-#: Staging action of inputs the client downloads before the task is submitted.
-_FETCH = 'asyncflow.fetch'
+
+# The public names of this module, those defined in its helper modules included
+# (they stay importable from here and are documented with it).
+__all__ = ['RadicalExecutionBackend', 'TaskKind', 'Phase', 'WorkerSpec', 'MasterSpec',
+           'parse_raptor_config', 'run_payload_file', 'IMPLICIT_INPUTS_KEY',
+           'TESTED_RP_VERSIONS', 'PILOT_STARTUP_TIMEOUT', 'DEFAULT_RUNTIME',
+           'SERVICE_STARTUP_TIMEOUT', 'CLOSE_TIMEOUT', 'PROCESS_EXIT_TIMEOUT',
+           'TASK_STOP_TIMEOUT', 'PILOT_CANCEL_TIMEOUT']
 
 log = logging.getLogger('radical.asyncflow.radical')
-
-
-class TaskKind(enum.Enum):
-    """How an engine task runs on the pilot."""
-
-    EXECUTABLE = 'executable'
-    FUNCTION = 'function'           # through the trampoline, as an executable
-    RAPTOR_FUNCTION = 'raptor'      # on a RAPTOR worker
-    SERVICE = 'service'
 
 
 class Phase(enum.Enum):
@@ -128,68 +104,6 @@ class _Submitted:
     master: Optional[str] = None            # raptor function tasks
     startup_timeout: float = SERVICE_STARTUP_TIMEOUT
     phase: Phase = Phase.SUBMITTED
-
-
-@dataclass(frozen=True)
-class WorkerSpec:
-    """One ``workers`` entry of a raptor_config master."""
-
-    ranks: int
-    raptor_class: str
-    options: Dict[str, Any]
-
-
-@dataclass(frozen=True)
-class MasterSpec:
-    """One ``masters`` entry of a raptor_config."""
-
-    options: Dict[str, Any]
-    workers: Tuple[WorkerSpec, ...]
-
-
-@dataclass
-class _Raptor:
-    """A running RAPTOR master and its workers."""
-
-    uid: str
-    workers: List[str] = field(default_factory=list)
-    dead_workers: set = field(default_factory=set)
-    alive: bool = True
-
-
-def parse_raptor_config(config: Optional[Dict[str, Any]]) -> Tuple[MasterSpec, ...]:
-    """Validate ``raptor_config``; ValueError/TypeError say what is wrong."""
-    if config is None:
-        return ()
-    if not isinstance(config, dict):
-        raise TypeError(f'raptor_config must be a dict, not {type(config).__name__}')
-    masters = config.get('masters')
-    if not isinstance(masters, list) or not masters:
-        raise ValueError("raptor_config needs a non-empty list 'masters', e.g. "
-                         "{'masters': [{'ranks': 1, 'workers': [{'ranks': 1, "
-                         "'worker_type': 'DefaultWorker'}]}]}")
-    specs = []
-    for i, master in enumerate(masters):
-        if not isinstance(master, dict):
-            raise TypeError(f'raptor_config master {i} must be a dict, not {type(master).__name__}')
-        options = {k: v for k, v in master.items() if k != 'workers'}
-        workers = master.get('workers')
-        if not isinstance(workers, list) or not workers:
-            raise ValueError(f"raptor_config master {i} needs a non-empty list 'workers'")
-        wspecs = []
-        for j, worker in enumerate(workers):
-            if not isinstance(worker, dict):
-                raise TypeError(f'raptor_config master {i} worker {j} must be a dict')
-            wopts = dict(worker)
-            ranks = wopts.pop('ranks', 1)
-            if isinstance(ranks, bool) or not isinstance(ranks, int) or ranks < 1:
-                raise ValueError(f'raptor_config master {i} worker {j}: ranks must be a '
-                                 f'positive int, not {ranks!r}')
-            cls = wopts.pop('worker_type', None) or wopts.pop('raptor_class', None) \
-                or 'DefaultWorker'
-            wspecs.append(WorkerSpec(ranks, cls, wopts))
-        specs.append(MasterSpec(options, tuple(wspecs)))
-    return tuple(specs)
 
 
 class RadicalExecutionBackend(BaseExecutionBackend):
@@ -247,7 +161,7 @@ class RadicalExecutionBackend(BaseExecutionBackend):
         self._current: Dict[str, str] = {}              # engine uid -> latest rp uid
         self._attempts: Dict[str, int] = {}
         self._sandboxes: Dict[str, str] = {}            # engine uid -> sandbox path
-        self._raptors: Dict[str, _Raptor] = {}          # master uid -> raptor
+        self._raptors: Dict[str, Raptor] = {}          # master uid -> raptor
         self._raptor_of_worker: Dict[str, str] = {}
         self._next_master = itertools.count()
         self._watchers: List[threading.Thread] = []
@@ -277,7 +191,7 @@ class RadicalExecutionBackend(BaseExecutionBackend):
     def _start(self, deadline: float) -> None:
         """Open the session, start the pilot and the raptors (runs in a thread)."""
         rp = self._rp
-        _prepare_environment()
+        prepare_environment()
         try:
             try:
                 self.rp_session = rp.Session(cfg={'base': self._work_dir})
@@ -290,7 +204,7 @@ class RadicalExecutionBackend(BaseExecutionBackend):
             self.pmgr = rp.PilotManager(session=self.rp_session)
             self.tmgr = rp.TaskManager(session=self.rp_session)
             self.tmgr.register_callback(self._on_rp_state)
-            description = self._pilot_description()
+            description = pilot_description(self.resources, self.rp_session)
             log.info('submitting pilot %s', description)
             self.pilot = self.pmgr.submit_pilots(rp.PilotDescription(description))
             self.tmgr.add_pilots(self.pilot)
@@ -300,34 +214,6 @@ class RadicalExecutionBackend(BaseExecutionBackend):
         except BaseException:
             self._close()
             raise
-
-    def _pilot_description(self) -> Dict[str, Any]:
-        """``resources`` with explicit cores, gpus and runtime."""
-        pd = dict(self.resources)
-        resource = pd.setdefault('resource', 'local.localhost')
-        pd.setdefault('runtime', DEFAULT_RUNTIME)
-        # RP's default kills this very process when the pilot fails; the
-        # engine reports the failure instead
-        pd.setdefault('exit_on_error', False)
-        try:
-            rcfg = self.rp_session.get_resource_config(resource, pd.get('access_schema'))
-        except Exception as exc:
-            raise BackendError(f"RadicalExecutionBackend: unknown resource {resource!r}: {exc}. "
-                               f"Known: {', '.join(self.rp_session.list_resources())}") from exc
-        cores_per_node = int(rcfg.get('cores_per_node') or 0)
-        gpus_per_node = int(rcfg.get('gpus_per_node') or 0)
-        if resource.startswith('local.'):       # the config's numbers are made up
-            cores_per_node = os.cpu_count() or 1
-            gpus_per_node = 0
-        nodes = int(pd.get('nodes') or 0)
-        if not pd.get('cores'):
-            if not cores_per_node:
-                raise BackendError(f"RadicalExecutionBackend: resource {resource!r} does not "
-                                   f"say how many cores a node has: give 'cores' in resources")
-            pd['cores'] = (nodes or 1) * cores_per_node
-        if pd.get('gpus') is None:
-            pd['gpus'] = (nodes or 1) * gpus_per_node
-        return pd
 
     def _wait_for_pilot(self, deadline: float) -> None:
         rp = self._rp
@@ -339,65 +225,22 @@ class RadicalExecutionBackend(BaseExecutionBackend):
             if state in final:
                 raise BackendError(f'RadicalExecutionBackend: pilot {self.pilot.uid} on '
                                    f'{self.pilot.resource} ended {state} during start-up'
-                                   f'{self._pilot_diagnostics()}')
+                                   f'{pilot_diagnostics(self._ru, self.pilot, self.rp_session)}')
             if self._abort.is_set():
                 raise BackendError('RadicalExecutionBackend: pilot start-up was aborted')
             if time.monotonic() > deadline:
                 raise BackendError(f'RadicalExecutionBackend: pilot {self.pilot.uid} did not '
                                    f'become active within {self.startup_timeout:.0f} s '
-                                   f'(state {state}){self._pilot_diagnostics()}')
+                                   f'(state {state})'
+                                   f'{pilot_diagnostics(self._ru, self.pilot, self.rp_session)}')
             self.pilot.wait(state=[rp.PMGR_ACTIVE, *final], timeout=0.5)
 
-    def _pilot_diagnostics(self) -> str:
-        """The tails of the pilot's bootstrap output, when they can be read."""
-        parts = []
-        try:
-            sandbox = self._ru.Url(self.pilot.pilot_sandbox).path
-        except Exception:
-            sandbox = ''
-        for name in ('bootstrap_0.out', 'bootstrap_0.err', 'agent_0.err'):
-            text = _read_tail(os.path.join(sandbox, name), 1500) if sandbox else ''
-            if text.strip():
-                parts.append(f'--- {name} (tail):\n{text.rstrip()}')
-        # A pilot refused by the launcher never gets a sandbox: its reason is
-        # in the client session's launcher log.
-        session_dir = getattr(self.rp_session, 'path', None) or ''
-        launcher_log = os.path.join(session_dir, 'pmgr_launching.0000.log')
-        errors = [line for line in _read_tail(launcher_log, 20000).splitlines()
-                  if 'ERROR' in line or 'Error' in line or 'xception' in line]
-        if errors:
-            parts.append('--- pmgr_launching.0000.log (errors):\n' + '\n'.join(errors[-8:]))
-        where = ''
-        if sandbox:
-            missing = '' if os.path.isdir(sandbox) else ' (never created: the pilot was not launched)'
-            where = f'\npilot sandbox: {sandbox}{missing}'
-        return where + ('\n' + '\n'.join(parts) if parts else '')
-
     def _start_raptors(self) -> None:
-        rp = self._rp
         for spec in self._masters_spec:
-            opts = dict(spec.options)
-            td = rp.TaskDescription(self._valid_keys(opts, 'raptor master'))
-            td.mode = rp.RAPTOR_MASTER
-            td.ranks = td.ranks or 1
-            if td.executable and td.arguments:      # a custom master program, as given
-                td.uid = self._ru.generate_id('raptor.%(item_counter)04d', self._ru.ID_CUSTOM,
-                                              ns=self.rp_session.uid)
-                td.named_env = td.named_env or 'rp'
-                td.environment['PYTHONUNBUFFERED'] = '1'
-                master = self.tmgr.submit_tasks([td])[0]
-            else:
-                master = self.tmgr.submit_raptors([td])[0]
-            raptor = _Raptor(master.uid)
-            wtds = []
-            for wspec in spec.workers:
-                wtd = rp.TaskDescription(self._valid_keys(dict(wspec.options), 'raptor worker'))
-                wtd.mode = rp.RAPTOR_WORKER
-                wtd.ranks = wspec.ranks
-                wtd.raptor_class = wspec.raptor_class
-                wtd.raptor_id = master.uid
-                _allow_mpi_as_root(wtd)
-                wtds.append(wtd)
+            master = submit_master(self._rp, self._ru, self.tmgr, self.rp_session.uid, spec,
+                                   self._valid_keys)
+            raptor = Raptor(master.uid)
+            wtds = worker_descriptions(self._rp, spec, master.uid, self._valid_keys)
             with self._lock:
                 self._raptors[master.uid] = raptor
             for worker in self.tmgr.submit_workers(wtds):
@@ -425,32 +268,8 @@ class RadicalExecutionBackend(BaseExecutionBackend):
         session, self.rp_session = self.rp_session, None
         if session is None:
             return
-        sid = session.uid
-        self._stop_tasks()
-        closer = threading.Thread(target=_close_session, args=(session, self.pmgr), daemon=True,
-                                  name='asyncflow-rp-session-close')
-        closer.start()
-        closer.join(CLOSE_TIMEOUT)
-        if closer.is_alive():
-            log.warning('closing RP session %s took more than %.0f s', sid, CLOSE_TIMEOUT)
-        _reap_session_processes(sid, PROCESS_EXIT_TIMEOUT)
-
-    def _stop_tasks(self) -> None:
-        """Cancel every unfinished RP task (services, RAPTOR masters and workers
-        included) and wait, bounded, until RP says they ended: the pilot's
-        own shutdown leaves such processes behind."""
-        if self.tmgr is None:
-            return
-        try:
-            alive = [t for t in self.tmgr.get_tasks() if t.state not in self._rp.FINAL]
-            if alive:
-                self.tmgr.cancel_tasks([t.uid for t in alive])
-                deadline = time.monotonic() + TASK_STOP_TIMEOUT
-                while any(t.state not in self._rp.FINAL for t in alive) \
-                        and time.monotonic() < deadline:
-                    time.sleep(0.1)
-        except Exception as exc:
-            log.warning('cancelling the remaining RP tasks: %s', exc)
+        stop_tasks(self._rp, self.tmgr)
+        close_session(session, self.pmgr)
 
     def state(self) -> str:
         return self._state
@@ -512,15 +331,15 @@ class RadicalExecutionBackend(BaseExecutionBackend):
         rp_uid = self._new_rp_uid(task['uid'])
         opts = dict(task.get('task_backend_specific_kwargs') or {})
         if opts.get('input_staging'):
-            opts['input_staging'] = [self._fetch(d, rp_uid) for d in opts['input_staging']]
+            folder = os.path.join(self._payload_dir, 'inputs', rp_uid)
+            opts['input_staging'] = [fetch(self._rp, d, folder) for d in opts['input_staging']]
         td = self.build_task(rp_uid, task, opts)
         kind = TaskKind(td.metadata['asyncflow_kind'])
         sub = _Submitted(task, kind, rp_uid, master=td.get('raptor_id') or None)
         if kind is TaskKind.FUNCTION:
-            sub.result_file = self._write_payload(task, rp_uid, td)
+            sub.result_file = write_payload(self._rp, self._payload_dir, task, rp_uid, td)
         elif kind is TaskKind.RAPTOR_FUNCTION:
-            blob = base64.b64encode(_function_payload(task)).decode()
-            td.function = self._rp.PythonTask(_raptor_entry, (blob,), {})
+            td.function = raptor_function(self._rp, task)
         elif kind is TaskKind.SERVICE:
             sub.startup_timeout = float(td.startup_timeout)
         return sub, td
@@ -544,65 +363,12 @@ class RadicalExecutionBackend(BaseExecutionBackend):
 
         Function tasks get their call (payload) attached at submission.
         """
-        rp = self._rp
-        name = task_desc.get('name') or uid
-        is_function = task_desc.get('function') is not None
-        if task_desc.get('is_service') and is_function:
-            raise ValueError('RadicalExecutionBackend does not support function service tasks')
-        opts = self._valid_keys(dict(task_backend_specific_kwargs or {}), f"task '{name}'")
-        links = list(task_desc.get(IMPLICIT_INPUTS_KEY) or ())
-        td = rp.TaskDescription(opts)
-        td.uid = uid
-        td.name = str(name)
-        td.metadata = {**(td.metadata or {}), 'asyncflow_uid': task_desc['uid']}
-        if is_function and self._raptors:
-            kind = TaskKind.RAPTOR_FUNCTION
-            td.mode = rp.TASK_FUNCTION
-            td.raptor_id = self._pick_master(name)
-            for key in ('pre_exec', 'post_exec', 'pre_launch'):
-                if td.get(key):
-                    log.warning("task '%s': %s is ignored for RAPTOR function tasks", name, key)
-        elif is_function:
-            kind = TaskKind.FUNCTION
-            td.mode = rp.TASK_EXECUTABLE
-            td.executable = sys.executable
-            td.arguments = ['-c', _TRAMPOLINE_COMMAND, _PAYLOAD_IN, _PAYLOAD_OUT]
-            td.stage_on_error = True
-        else:
-            command = task_desc.get('executable')
-            if not isinstance(command, str) or not command.strip():
-                raise ValueError(f"executable task '{name}' has no command")
-            if task_desc.get('is_service'):
-                kind = TaskKind.SERVICE
-                td.mode = rp.TASK_SERVICE
-                td.executable = _service_command(command)
-                td.arguments = []
-                td.named_env = td.named_env or 'rp'     # finds radical-pilot-service-wrapper
-                td.startup_timeout = td.startup_timeout or SERVICE_STARTUP_TIMEOUT
-            else:
-                kind = TaskKind.EXECUTABLE
-                td.mode = rp.TASK_EXECUTABLE
-                td.executable = '/bin/sh'
-                td.arguments = ['-c', _shell_argument(command)]
-        if links and kind is not TaskKind.RAPTOR_FUNCTION and kind is not TaskKind.FUNCTION:
-            td.pre_exec = [_link_inputs_command(links), *(td.pre_exec or [])]
-        td.metadata['asyncflow_kind'] = kind.value
-        _allow_mpi_as_root(td)
-        return td
+        return describe_task(self._rp, uid, task_desc, task_backend_specific_kwargs,
+                             self._valid_keys, self._pick_master if self._raptors else None)
 
     def _valid_keys(self, opts: Dict[str, Any], what: str) -> Dict[str, Any]:
         """``opts`` without keys RP's TaskDescription does not know (warned once)."""
-        schema = self._rp.TaskDescription._schema
-        for key in list(opts):
-            if key in schema and key not in _RESERVED_KEYS or \
-                    (what.startswith('raptor') and key in ('executable', 'arguments', 'uid')):
-                continue
-            value = opts.pop(key)
-            if key not in self._warned_keys:
-                self._warned_keys.add(key)
-                log.warning('%s: task_description key %r (%r) is not used by '
-                            'RadicalExecutionBackend', what, key, value)
-        return opts
+        return valid_keys(self._rp.TaskDescription._schema, opts, what, self._warned_keys)
 
     def _pick_master(self, name: str) -> str:
         with self._lock:
@@ -612,38 +378,6 @@ class RadicalExecutionBackend(BaseExecutionBackend):
                                f"(they failed; see the raptor.* task sandboxes in "
                                f"{self.pilot_sandbox})")
         return alive[next(self._next_master) % len(alive)]
-
-    def _write_payload(self, task: TaskDict, rp_uid: str, td: Any) -> str:
-        """Write the function call for the trampoline; return the result's client path."""
-        call = os.path.join(self._payload_dir, f'{rp_uid}.call')
-        result = os.path.join(self._payload_dir, f'{rp_uid}.result')
-        with open(call, 'wb') as f:
-            f.write(_function_payload(task))
-        td.input_staging = [*(td.input_staging or []),
-                            {'source': f'file://localhost{call}',
-                             'target': f'task:///{_PAYLOAD_IN}',
-                             'action': self._rp.TRANSFER}]
-        td.output_staging = [*(td.output_staging or []),
-                             {'source': f'task:///{_PAYLOAD_OUT}',
-                              'target': f'file://localhost{result}',
-                              'action': self._rp.TRANSFER}]
-        return result
-
-    def _fetch(self, directive: Any, rp_uid: str) -> Any:
-        """Download an http/https/ftp input on the client; stage the copy."""
-        if not isinstance(directive, dict) or directive.get('action') != _FETCH:
-            return directive
-        url = directive['source']
-        target = directive['target'].split('task:///', 1)[-1]
-        folder = os.path.join(self._payload_dir, 'inputs', rp_uid)
-        os.makedirs(folder, exist_ok=True)
-        path = os.path.join(folder, os.path.basename(target) or 'download')
-        try:
-            with urllib.request.urlopen(url, timeout=300) as response, open(path, 'wb') as f:
-                shutil.copyfileobj(response, f)
-        except Exception as exc:
-            raise BackendError(f'could not download {url}: {type(exc).__name__}: {exc}') from exc
-        return {**directive, 'source': f'file://localhost{path}', 'action': self._rp.TRANSFER}
 
     async def cancel_task(self, uid: str) -> bool:
         with self._lock:
@@ -705,93 +439,20 @@ class RadicalExecutionBackend(BaseExecutionBackend):
                 task['exception'] = value
                 self._finish(sub, self._states.FAILED)
             return
-        result = self._command_result(rp_task)
-        task['stdout'] = result.stdout
-        task['stderr'] = result.stderr
-        task['exit_code'] = result.exit_code
+        record_command(task, command_result(rp_task, self._sandbox_path(rp_task)))
         self._finish(sub, self._states.DONE)
 
     def _on_failed(self, sub: _Submitted, rp_task: Any) -> None:
-        task = sub.task
-        name = task.get('name', task['uid'])
-        sandbox = self._sandbox_path(rp_task)
         if sub.kind is TaskKind.FUNCTION and rp_task.exit_code == 0:
             self._on_done(sub, rp_task)         # failed in output staging: the outcome tells
             return
-        if sub.kind in (TaskKind.EXECUTABLE, TaskKind.SERVICE) and rp_task.exit_code:
-            result = self._command_result(rp_task)
-            task['stdout'] = result.stdout
-            task['stderr'] = result.stderr
-            task['exit_code'] = result.exit_code
-            error = command_failure(task, result)
-            task['exception'] = TaskExecutionError(
-                f'{error}\ntask sandbox: {sandbox}', task_name=error.task_name,
-                command=error.command, exit_code=error.exit_code, stderr=error.stderr)
-        elif sub.kind is TaskKind.RAPTOR_FUNCTION and rp_task.return_value:
-            ok, value = self._function_outcome(sub, rp_task)
-            task['exception'] = value if not ok else BackendError(
-                f"function task '{name}' returned but RADICAL-Pilot marked it FAILED")
-        else:
-            detail = rp_task.exception or ''
-            if rp_task.exception_detail:
-                detail += f'\n{rp_task.exception_detail}'
-            stderr = (rp_task.stderr or '').strip()
-            what = 'function' if sub.kind in (TaskKind.FUNCTION, TaskKind.RAPTOR_FUNCTION) \
-                else 'task'
-            message = (f"{what} '{name}' ({task['uid']}) failed in RADICAL-Pilot"
-                       + (f' with exit code {rp_task.exit_code}' if rp_task.exit_code else ''))
-            if detail.strip():
-                message += f':\n{detail.strip()}'
-            if stderr:
-                message += f'\nstderr:\n{stderr[-STDERR_TAIL:]}'
-            message += f'\ntask sandbox: {sandbox}'
-            task['stderr'] = rp_task.stderr
-            task['exit_code'] = rp_task.exit_code
-            task['exception'] = (TaskExecutionError(message, task_name=str(name),
-                                                    command=str(task.get('executable')),
-                                                    exit_code=rp_task.exit_code, stderr=stderr)
-                                 if sub.kind is TaskKind.EXECUTABLE else BackendError(message))
+        sub.task['exception'] = failure(sub.kind, sub.task, rp_task, self._sandbox_path(rp_task))
         self._finish(sub, self._states.FAILED)
 
     def _function_outcome(self, sub: _Submitted, rp_task: Any) -> Tuple[bool, Any]:
         """(True, value) or (False, exception) of a function task."""
-        name = sub.task.get('name', sub.task['uid'])
-        try:
-            if sub.kind is TaskKind.RAPTOR_FUNCTION:
-                blob = base64.b64decode(rp_task.return_value or '')
-            else:
-                with open(sub.result_file, 'rb') as f:
-                    blob = f.read()
-            return _load_outcome(blob, sub.task)
-        except Exception as exc:
-            stderr = (rp_task.stderr or '').strip()
-            error = BackendError(
-                f"function task '{name}' ({sub.task['uid']}) left no result: "
-                f"{type(exc).__name__}: {exc}"
-                + (f'\nstderr:\n{stderr}' if stderr else '')
-                + f'\ntask sandbox: {self._sandbox_path(rp_task)}')
-            error.__cause__ = exc
-            return False, error
-
-    def _command_result(self, rp_task: Any) -> CommandResult:
-        """stdout whole (read from the sandbox when RP kept only its tail), stderr's tail."""
-        stdout = rp_task.stdout or ''
-        stderr = rp_task.stderr or ''
-        sandbox = self._sandbox_path(rp_task)
-        if stdout.startswith(_RP_TAIL_MARK) or len(stdout) >= _RP_TAIL_LENGTH:
-            path = os.path.join(sandbox, rp_task.description.get('stdout') or
-                                f'{rp_task.uid}.out')
-            if os.path.isfile(path):
-                with open(path, errors='replace') as f:
-                    stdout = f.read()
-        size = len(stderr)
-        if stderr.startswith(_RP_TAIL_MARK) or len(stderr) >= _RP_TAIL_LENGTH:
-            path = os.path.join(sandbox, rp_task.description.get('stderr') or
-                                f'{rp_task.uid}.err')
-            if os.path.isfile(path):
-                size = os.path.getsize(path)
-                stderr = _read_tail(path, STDERR_TAIL)
-        return CommandResult(int(rp_task.exit_code or 0), stdout, stderr, size)
+        return function_outcome(sub.kind, sub.task, rp_task, sub.result_file,
+                                self._sandbox_path(rp_task))
 
     def _sandbox_path(self, rp_task: Any) -> str:
         try:
@@ -830,12 +491,7 @@ class RadicalExecutionBackend(BaseExecutionBackend):
             raptor = self._raptors.get(master_uid)
             if raptor is None:
                 return
-            if rp_task.uid == master_uid:
-                raptor.alive = False
-            else:
-                raptor.dead_workers.add(rp_task.uid)
-                if raptor.dead_workers >= set(raptor.workers):
-                    raptor.alive = False
+            raptor.ended(rp_task.uid)
             if raptor.alive:
                 return
             stranded = [s for s in self._by_rp_uid.values()
@@ -879,33 +535,11 @@ class RadicalExecutionBackend(BaseExecutionBackend):
             raise ValueError('link_explicit_data_deps needs a dst_task')
         if not file_name and not file_path:
             raise ValueError('link_explicit_data_deps needs a file_name or a file_path')
-        rp = self._rp
         if src_task is not None:
-            relative = file_path or file_name
-            for produced in (src_task.get('metadata') or {}).get('output_files') or ():
-                if os.path.basename(produced) == file_name and not os.path.isabs(produced):
-                    relative = produced
-            target = file_name or os.path.basename(relative)
-            directive = {'source': self._sandbox_url(self._source_sandbox(src_task), relative),
-                         'target': f'task:///{target}', 'action': rp.LINK}
+            directive = link_from_task(self._rp, src_task, self._source_sandbox(src_task),
+                                       self.pilot_sandbox or '', file_name, file_path)
         else:
-            source = file_path or file_name
-            target = file_name or os.path.basename(urllib.parse.urlparse(source).path)
-            directive = {'source': source, 'target': f'task:///{target}',
-                         'action': rp.TRANSFER}
-            scheme = urllib.parse.urlparse(source).scheme.lower()
-            if scheme in ('', 'file'):
-                path = urllib.parse.urlparse(source).path if scheme else source
-                directive['source'] = f'file://localhost{os.path.abspath(path)}'
-            elif scheme in ('http', 'https', 'ftp'):
-                directive['source'] = source        # fetched by the client: see _fetch
-                directive['action'] = _FETCH
-            elif scheme in ('pilot', 'task', 'resource', 'endpoint'):
-                directive['action'] = rp.COPY
-            elif scheme != 'client':
-                raise ValueError(f'RadicalExecutionBackend cannot stage {source!r}: '
-                                 f'{scheme}:// URLs are not supported (use a local path, '
-                                 f'file://, http(s)://, ftp:// or pilot:///)')
+            directive = stage_from_source(self._rp, file_name, file_path)
         opts = dst_task.setdefault('task_backend_specific_kwargs', {})
         opts['input_staging'] = [*(opts.get('input_staging') or []), directive]
         return directive
@@ -917,15 +551,9 @@ class RadicalExecutionBackend(BaseExecutionBackend):
             sandbox = os.path.join(self.pilot_sandbox or '', self._current.get(uid, uid))
         return sandbox
 
-    def _sandbox_url(self, sandbox: str, relative: str) -> str:
-        pilot = self.pilot_sandbox or ''
-        if pilot and (sandbox + '/').startswith(pilot + '/'):
-            return f'pilot:///{os.path.relpath(sandbox, pilot)}/{relative}'
-        return f'file://localhost{sandbox}/{relative}'
-
 
 # ---------------------------------------------------------------------------
-# Client-side helpers
+# Thread hand-over
 
 def _in_thread(func: Callable, *args: Any, name: str) -> 'asyncio.Future':
     """Run ``func`` in a daemon thread (a hung RP call never blocks exit)."""
@@ -954,223 +582,3 @@ def _in_thread(func: Callable, *args: Any, name: str) -> 'asyncio.Future':
 
     threading.Thread(target=run, daemon=True, name=name).start()
     return future
-
-
-def _prepare_environment() -> None:
-    """Let RP find its helper programs and Python when the venv is not activated."""
-    bindir = os.path.dirname(sys.executable)
-    path = os.environ.get('PATH', '')
-    if bindir not in path.split(os.pathsep):
-        os.environ['PATH'] = bindir + os.pathsep + path if path else bindir
-    if sys.prefix != sys.base_prefix and not os.environ.get('VIRTUAL_ENV') \
-            and not os.environ.get('CONDA_PREFIX'):
-        os.environ['VIRTUAL_ENV'] = sys.prefix
-
-
-def _close_session(session: Any, pmgr: Any) -> None:
-    try:
-        if pmgr is not None:
-            # a pilot asked to stop reports CANCELED when it is gone; without
-            # this, close() waits 10 s for a kill it does not need
-            t0 = time.monotonic()
-            pmgr.cancel_pilots(_timeout=PILOT_CANCEL_TIMEOUT)
-            log.debug('pilots cancelled in %.1f s', time.monotonic() - t0)
-        session.close(terminate=True, download=False)
-    except Exception as exc:
-        log.warning('closing RP session %s: %s', getattr(session, 'uid', '?'), exc)
-
-
-def _session_processes(sid: str) -> List[Any]:
-    """Processes of RP session ``sid``: the pilot's bootstrap, agent and tasks.
-
-    This process and its children (not RP's: its helpers detach) are not
-    among them, even if they name the session directory.
-    """
-    import psutil
-    me = psutil.Process()
-    own = {me.pid, *(child.pid for child in me.children(recursive=True))}
-    found = []
-    for proc in psutil.process_iter(['pid', 'cmdline']):
-        if proc.info['pid'] in own:
-            continue
-        try:
-            if sid in ' '.join(proc.info['cmdline'] or ()) or \
-                    proc.environ().get('RP_SESSION_ID') == sid:
-                found.append(proc)
-        except (psutil.Error, OSError):
-            continue
-    return found
-
-
-def _reap_session_processes(sid: str, timeout: float) -> None:
-    """Wait for the session's processes to exit; terminate, then kill, the rest."""
-    import psutil
-    deadline = time.monotonic() + timeout
-    procs = _session_processes(sid)
-    while procs and time.monotonic() < deadline:
-        time.sleep(0.25)
-        procs = [p for p in procs if p.is_running() and p.status() != psutil.STATUS_ZOMBIE]
-    for sig in (signal.SIGTERM, signal.SIGKILL):
-        procs = [p for p in _session_processes(sid) if p.status() != psutil.STATUS_ZOMBIE]
-        if not procs:
-            return
-        log.warning('RP session %s left %d processes; sending %s', sid, len(procs), sig.name)
-        for proc in procs:
-            try:
-                proc.send_signal(sig)
-            except psutil.Error:
-                pass
-        psutil.wait_procs(procs, timeout=5)
-
-
-def _read_tail(path: str, limit: int) -> str:
-    try:
-        with open(path, 'rb') as f:
-            f.seek(0, os.SEEK_END)
-            f.seek(max(0, f.tell() - limit))
-            return f.read().decode(errors='replace')
-    except OSError:
-        return ''
-
-
-def _allow_mpi_as_root(td: Any) -> None:
-    """OpenMPI's mpiexec refuses root unless told in the launcher's environment."""
-    if os.geteuid() == 0 and (td.ranks or 1) > 1:
-        allow = 'export OMPI_ALLOW_RUN_AS_ROOT=1 OMPI_ALLOW_RUN_AS_ROOT_CONFIRM=1'
-        if allow not in (td.pre_launch or []):
-            td.pre_launch = [allow, *(td.pre_launch or [])]
-
-
-#: Characters RP's double-quoting of arguments would let the shell interpret.
-_UNSAFE = frozenset('$`\\"')
-
-
-def _shell_argument(command: str) -> str:
-    """The ``-c`` argument that makes ``/bin/sh`` run exactly ``command``.
-
-    RP writes arguments in double quotes into the task script, so ``$`` and
-    backticks would be expanded there; such commands travel base64-encoded
-    and are decoded by that very expansion (``"$(... | base64 -d)"`` is one
-    word, taken literally).
-    """
-    if not _UNSAFE.intersection(command) and '\n' not in command:
-        return command
-    encoded = base64.b64encode(command.encode()).decode()
-    return f'$(printf %s {encoded} | base64 -d)'
-
-
-def _service_command(command: str) -> str:
-    """A one-string command for RP's service wrapper (it runs it with a shell)."""
-    encoded = base64.b64encode(command.encode()).decode()
-    code = (f"import base64,os;os.execv('/bin/sh',['/bin/sh','-c',"
-            f"base64.b64decode('{encoded}').decode()])")
-    return f'{sys.executable} -c "{code}"'
-
-
-def _link_inputs_command(links: List[Tuple[str, str]]) -> str:
-    """A shell loop linking the files of other task sandboxes into this one."""
-    loops = []
-    for sandbox, rp_uid in links:
-        quoted = sandbox.replace("'", "'\\''")
-        loops.append(
-            f"for f in '{quoted}'/*; do [ -e \"$f\" ] && [ ! -L \"$f\" ] || continue; "
-            f"b=${{f##*/}}; "
-            f"case \"$b\" in {rp_uid}.*) continue;; esac; "
-            f"[ -e \"$b\" ] || [ -L \"$b\" ] || ln -s \"$f\" \"$b\"; done")
-    return '; '.join(loops)
-
-
-def _function_payload(task: TaskDict) -> bytes:
-    """The pickled call of a function task, with what the worker needs to load it."""
-    import dill
-    func = task['function']
-    func = getattr(func, '__asyncflow_original__', func)
-    try:
-        call = dill.dumps((func, tuple(task.get('args') or ()), dict(task.get('kwargs') or {})),
-                          recurse=True)
-    except Exception as exc:
-        raise TypeError(f"function task '{task.get('name')}' cannot be sent to the pilot: "
-                        f"{type(exc).__name__}: {exc}") from exc
-    return pickle.dumps({'call': call,
-                         'sys_path': [p for p in sys.path if p and os.path.isdir(p)],
-                         'links': list(task.get(IMPLICIT_INPUTS_KEY) or ())})
-
-
-def _load_outcome(blob: bytes, task: TaskDict) -> Tuple[bool, Any]:
-    import dill
-    outcome = dill.loads(blob)
-    if outcome[0] == 'ok':
-        return True, outcome[1]
-    exc, remote_tb = outcome[1], outcome[2]
-    if hasattr(exc, 'add_note') and remote_tb:
-        exc.add_note(f"raised in function task '{task.get('name')}' ({task['uid']}) on the "
-                     f"pilot:\n{remote_tb.rstrip()}")
-    return False, exc
-
-
-# ---------------------------------------------------------------------------
-# Pilot side: what runs in the task (or on the RAPTOR worker) of a function task.
-
-_TRAMPOLINE_COMMAND = ('import sys; '
-                       'from radical.asyncflow.backends.execution.radical_pilot '
-                       'import run_payload_file; '
-                       'sys.exit(run_payload_file(sys.argv[1], sys.argv[2]))')
-
-
-def run_payload_file(call_path: str, result_path: str) -> int:
-    """Run the call in ``call_path``; write the outcome (rank 0) to ``result_path``."""
-    with open(call_path, 'rb') as f:
-        payload = f.read()
-    outcome = asyncio.run(_run_payload(payload))
-    if os.environ.get('RP_RANK', '0') == '0':
-        tmp = f'{result_path}.tmp'
-        with open(tmp, 'wb') as f:
-            f.write(outcome)
-        os.replace(tmp, result_path)
-    return 0
-
-
-async def _raptor_entry(blob: str) -> str:
-    """The function RAPTOR workers call (inside their own event loop)."""
-    return base64.b64encode(await _run_payload(base64.b64decode(blob))).decode()
-
-
-async def _run_payload(payload: bytes) -> bytes:
-    import dill
-    envelope = pickle.loads(payload)
-    for path in envelope.get('sys_path', ()):
-        if path not in sys.path and os.path.isdir(path):
-            sys.path.append(path)
-    try:
-        _link_inputs(envelope.get('links', ()))
-        func, args, kwargs = dill.loads(envelope['call'])
-        value = func(*args, **kwargs)
-        if inspect.isawaitable(value):
-            value = await value
-        outcome: Tuple[Any, ...] = ('ok', value)
-    except BaseException as exc:        # noqa: B902 -- everything goes back to the client
-        outcome = ('err', exc, traceback.format_exc())
-    try:
-        return dill.dumps(outcome, recurse=True)
-    except Exception as exc:
-        if outcome[0] == 'ok':
-            error: BaseException = TypeError(
-                f'the return value ({type(outcome[1]).__name__}) cannot be pickled: {exc}')
-            return dill.dumps(('err', error, ''))
-        error = RuntimeError(f'{outcome[1]!r} (not picklable: {exc})')
-        return dill.dumps(('err', error, outcome[2]))
-
-
-def _link_inputs(links: Any) -> None:
-    """Link the files of producer sandboxes into the current directory."""
-    for sandbox, rp_uid in links:
-        try:
-            names = os.listdir(sandbox)
-        except OSError:
-            continue
-        for name in names:
-            source = os.path.join(sandbox, name)
-            if name.startswith('.') or name.startswith(f'{rp_uid}.') or \
-                    os.path.islink(source) or os.path.lexists(name):
-                continue
-            os.symlink(source, name)

@@ -1,0 +1,114 @@
+"""What a finished RADICAL-Pilot task means for its engine task.
+
+Reads a command's output whole (RP keeps only a tail in the task), a
+function's outcome (from the result file or RAPTOR's return value), and
+turns a FAILED RP task into the exception the engine reports.
+"""
+
+from __future__ import annotations
+
+import base64
+import os
+from typing import Any, Optional, Tuple
+
+from ...errors import BackendError, TaskExecutionError
+from ._command import STDERR_TAIL, CommandResult, command_failure
+from ._rp_describe import TaskKind
+from ._rp_payload import load_outcome
+from ._rp_session import read_tail
+from .base import TaskDict
+
+#: RP keeps only the last 1024 characters of stdout/stderr in the task.
+_RP_TAIL_MARK = '[... CONTENT SHORTENED ...]'
+_RP_TAIL_LENGTH = 1024
+
+
+def command_result(rp_task: Any, sandbox: str) -> CommandResult:
+    """stdout whole (read from the sandbox when RP kept only its tail), stderr's tail."""
+    stdout = rp_task.stdout or ''
+    stderr = rp_task.stderr or ''
+    if _shortened(stdout):
+        path = _output_file(rp_task, sandbox, 'stdout', 'out')
+        if os.path.isfile(path):
+            with open(path, errors='replace') as f:
+                stdout = f.read()
+    size = len(stderr)
+    if _shortened(stderr):
+        path = _output_file(rp_task, sandbox, 'stderr', 'err')
+        if os.path.isfile(path):
+            size = os.path.getsize(path)
+            stderr = read_tail(path, STDERR_TAIL)
+    return CommandResult(int(rp_task.exit_code or 0), stdout, stderr, size)
+
+
+def _shortened(text: str) -> bool:
+    return text.startswith(_RP_TAIL_MARK) or len(text) >= _RP_TAIL_LENGTH
+
+
+def _output_file(rp_task: Any, sandbox: str, stream: str, suffix: str) -> str:
+    """Where the task's ``stream`` (stdout/stderr) is in its sandbox."""
+    return os.path.join(sandbox, rp_task.description.get(stream) or f'{rp_task.uid}.{suffix}')
+
+
+def record_command(task: TaskDict, result: CommandResult) -> None:
+    """Put a command's stdout, stderr and exit code into its task dict."""
+    task['stdout'] = result.stdout
+    task['stderr'] = result.stderr
+    task['exit_code'] = result.exit_code
+
+
+def function_outcome(kind: TaskKind, task: TaskDict, rp_task: Any,
+                     result_file: Optional[str], sandbox: str) -> Tuple[bool, Any]:
+    """(True, value) or (False, exception) of a function task."""
+    name = task.get('name', task['uid'])
+    try:
+        if kind is TaskKind.RAPTOR_FUNCTION:
+            blob = base64.b64decode(rp_task.return_value or '')
+        else:
+            with open(result_file, 'rb') as f:
+                blob = f.read()
+        return load_outcome(blob, task)
+    except Exception as exc:
+        stderr = (rp_task.stderr or '').strip()
+        error = BackendError(
+            f"function task '{name}' ({task['uid']}) left no result: "
+            f"{type(exc).__name__}: {exc}"
+            + (f'\nstderr:\n{stderr}' if stderr else '')
+            + f'\ntask sandbox: {sandbox}')
+        error.__cause__ = exc
+        return False, error
+
+
+def failure(kind: TaskKind, task: TaskDict, rp_task: Any, sandbox: str) -> BaseException:
+    """The exception of a task RP reports FAILED (its output recorded in ``task``)."""
+    name = task.get('name', task['uid'])
+    if kind in (TaskKind.EXECUTABLE, TaskKind.SERVICE) and rp_task.exit_code:
+        result = command_result(rp_task, sandbox)
+        record_command(task, result)
+        error = command_failure(task, result)
+        return TaskExecutionError(
+            f'{error}\ntask sandbox: {sandbox}', task_name=error.task_name,
+            command=error.command, exit_code=error.exit_code, stderr=error.stderr)
+    if kind is TaskKind.RAPTOR_FUNCTION and rp_task.return_value:
+        ok, value = function_outcome(kind, task, rp_task, None, sandbox)
+        return value if not ok else BackendError(
+            f"function task '{name}' returned but RADICAL-Pilot marked it FAILED")
+    detail = rp_task.exception or ''
+    if rp_task.exception_detail:
+        detail += f'\n{rp_task.exception_detail}'
+    stderr = (rp_task.stderr or '').strip()
+    what = 'function' if kind in (TaskKind.FUNCTION, TaskKind.RAPTOR_FUNCTION) \
+        else 'task'
+    message = (f"{what} '{name}' ({task['uid']}) failed in RADICAL-Pilot"
+               + (f' with exit code {rp_task.exit_code}' if rp_task.exit_code else ''))
+    if detail.strip():
+        message += f':\n{detail.strip()}'
+    if stderr:
+        message += f'\nstderr:\n{stderr[-STDERR_TAIL:]}'
+    message += f'\ntask sandbox: {sandbox}'
+    task['stderr'] = rp_task.stderr
+    task['exit_code'] = rp_task.exit_code
+    return (TaskExecutionError(message, task_name=str(name),
+                               command=str(task.get('executable')),
+                               exit_code=rp_task.exit_code, stderr=stderr)
+            if kind is TaskKind.EXECUTABLE else BackendError(message))

@@ -1,0 +1,114 @@
+"""RAPTOR for RadicalExecutionBackend: masters and workers that run function tasks.
+
+Checks what ``raptor_config`` asks for (:func:`parse_raptor_config`),
+describes and submits the masters and their workers, and keeps track of
+which of them still run (:class:`Raptor`).
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+from typing import Any, Dict, List, Optional, Tuple
+
+from ._rp_describe import KeyFilter, allow_mpi_as_root
+
+
+@dataclass(frozen=True)
+class WorkerSpec:
+    """One ``workers`` entry of a raptor_config master."""
+
+    ranks: int
+    raptor_class: str
+    options: Dict[str, Any]
+
+
+@dataclass(frozen=True)
+class MasterSpec:
+    """One ``masters`` entry of a raptor_config."""
+
+    options: Dict[str, Any]
+    workers: Tuple[WorkerSpec, ...]
+
+
+@dataclass
+class Raptor:
+    """A running RAPTOR master and its workers."""
+
+    uid: str
+    workers: List[str] = field(default_factory=list)
+    dead_workers: set = field(default_factory=set)
+    alive: bool = True
+
+    def ended(self, uid: str) -> None:
+        """The master or worker ``uid`` ended: not alive once the master or all workers are."""
+        if uid == self.uid:
+            self.alive = False
+        else:
+            self.dead_workers.add(uid)
+            if self.dead_workers >= set(self.workers):
+                self.alive = False
+
+
+def parse_raptor_config(config: Optional[Dict[str, Any]]) -> Tuple[MasterSpec, ...]:
+    """Validate ``raptor_config``; ValueError/TypeError say what is wrong."""
+    if config is None:
+        return ()
+    if not isinstance(config, dict):
+        raise TypeError(f'raptor_config must be a dict, not {type(config).__name__}')
+    masters = config.get('masters')
+    if not isinstance(masters, list) or not masters:
+        raise ValueError("raptor_config needs a non-empty list 'masters', e.g. "
+                         "{'masters': [{'ranks': 1, 'workers': [{'ranks': 1, "
+                         "'worker_type': 'DefaultWorker'}]}]}")
+    specs = []
+    for i, master in enumerate(masters):
+        if not isinstance(master, dict):
+            raise TypeError(f'raptor_config master {i} must be a dict, not {type(master).__name__}')
+        options = {k: v for k, v in master.items() if k != 'workers'}
+        workers = master.get('workers')
+        if not isinstance(workers, list) or not workers:
+            raise ValueError(f"raptor_config master {i} needs a non-empty list 'workers'")
+        wspecs = []
+        for j, worker in enumerate(workers):
+            if not isinstance(worker, dict):
+                raise TypeError(f'raptor_config master {i} worker {j} must be a dict')
+            wopts = dict(worker)
+            ranks = wopts.pop('ranks', 1)
+            if isinstance(ranks, bool) or not isinstance(ranks, int) or ranks < 1:
+                raise ValueError(f'raptor_config master {i} worker {j}: ranks must be a '
+                                 f'positive int, not {ranks!r}')
+            cls = wopts.pop('worker_type', None) or wopts.pop('raptor_class', None) \
+                or 'DefaultWorker'
+            wspecs.append(WorkerSpec(ranks, cls, wopts))
+        specs.append(MasterSpec(options, tuple(wspecs)))
+    return tuple(specs)
+
+
+def submit_master(rp: Any, ru: Any, tmgr: Any, session_uid: str, spec: MasterSpec,
+                  valid_keys: KeyFilter) -> Any:
+    """Submit the master of ``spec``; return its RP task."""
+    opts = dict(spec.options)
+    td = rp.TaskDescription(valid_keys(opts, 'raptor master'))
+    td.mode = rp.RAPTOR_MASTER
+    td.ranks = td.ranks or 1
+    if td.executable and td.arguments:      # a custom master program, as given
+        td.uid = ru.generate_id('raptor.%(item_counter)04d', ru.ID_CUSTOM, ns=session_uid)
+        td.named_env = td.named_env or 'rp'
+        td.environment['PYTHONUNBUFFERED'] = '1'
+        return tmgr.submit_tasks([td])[0]
+    return tmgr.submit_raptors([td])[0]
+
+
+def worker_descriptions(rp: Any, spec: MasterSpec, master_uid: str,
+                        valid_keys: KeyFilter) -> List[Any]:
+    """The TaskDescriptions of the workers of ``spec`` under master ``master_uid``."""
+    wtds = []
+    for wspec in spec.workers:
+        wtd = rp.TaskDescription(valid_keys(dict(wspec.options), 'raptor worker'))
+        wtd.mode = rp.RAPTOR_WORKER
+        wtd.ranks = wspec.ranks
+        wtd.raptor_class = wspec.raptor_class
+        wtd.raptor_id = master_uid
+        allow_mpi_as_root(wtd)
+        wtds.append(wtd)
+    return wtds
