@@ -41,15 +41,22 @@ class SupervisedProcessPool:
         self._markers = tempfile.mkdtemp(prefix='asyncflow-pool-')
         # every worker seen, per pool (broken ones too: their tasks ask later)
         self._workers: Dict[ProcessPoolExecutor, Dict[int, Any]] = {}
+        # tasks handed to each pool and not yet returned
+        self._inflight: Dict[ProcessPoolExecutor, set] = {}
+        # retired pools: workers still running a cancelled call, killed once
+        # the pool's other calls are done (killing one breaks the whole pool)
+        self._to_kill: Dict[ProcessPoolExecutor, list] = {}
 
     async def call(self, uid: str, name: str, ref: FunctionRef, args: Tuple,
                    kwargs: Dict[str, Any]) -> Any:
         """Run ``ref(*args, **kwargs)`` in a worker; survive other tasks' crashes."""
         loop = asyncio.get_running_loop()
         marker = os.path.join(self._markers, uid)
+        executor = self.executor
         try:
             for _ in range(MAX_INNOCENT_RESTARTS + 1):
                 executor = self.executor
+                self._inflight.setdefault(executor, set()).add(uid)
                 try:
                     pending = loop.run_in_executor(executor, call_by_reference, ref, args,
                                                    kwargs, marker)
@@ -70,12 +77,15 @@ class SupervisedProcessPool:
                             f"task '{name}' ({uid}): its worker process (pid {pid}) died: {death}; "
                             f"the pool was replaced and the other tasks go on") from exc
                 except asyncio.CancelledError:
-                    self._kill_worker_of(marker)   # a running function holds its worker
+                    self._retire_worker_of(marker, executor)
                     raise
+                finally:
+                    self._inflight[executor].discard(uid)
             raise WorkerDied(f"task '{name}' ({uid}): the process pool broke under it "
                              f"{MAX_INNOCENT_RESTARTS + 1} times; giving up")
         finally:
             _remove(marker)
+            self._kill_retired(executor)
 
     def _started_in(self, marker: str) -> Optional[int]:
         try:
@@ -103,13 +113,27 @@ class SupervisedProcessPool:
             return f'was killed by {signal.Signals(-code).name}'
         return f'exited with code {code}'
 
-    def _kill_worker_of(self, marker: str) -> None:
+    def _retire_worker_of(self, marker: str, executor: ProcessPoolExecutor) -> None:
+        """A cancelled call still holds its worker: free it without hurting others.
+
+        New calls go to a fresh pool at once; the old pool finishes what it
+        runs, then the stuck worker is killed.
+        """
         pid = self._started_in(marker)
-        if pid is not None and any(pid in w for w in self._workers.values()):
-            try:
-                os.kill(pid, signal.SIGKILL)
-            except ProcessLookupError:
-                pass
+        if pid is None or pid not in self._workers.get(executor, {}):
+            return          # it never started: nothing holds a worker
+        self._to_kill.setdefault(executor, []).append(pid)
+        if executor is self.executor:
+            self.executor = ProcessPoolExecutor(max_workers=self._max_workers)
+            executor.shutdown(wait=False)
+
+    def _kill_retired(self, executor: ProcessPoolExecutor) -> None:
+        if executor in self._to_kill and not self._inflight.get(executor):
+            for pid in self._to_kill.pop(executor):
+                try:
+                    os.kill(pid, signal.SIGKILL)
+                except ProcessLookupError:
+                    pass
 
     def _replace(self, broken: ProcessPoolExecutor) -> None:
         if broken is not self.executor:
@@ -118,8 +142,11 @@ class SupervisedProcessPool:
         broken.shutdown(wait=False, cancel_futures=True)
 
     def workers(self) -> list:
-        """The live worker processes of the current pool."""
-        return list((getattr(self.executor, '_processes', None) or {}).values())
+        """The live worker processes of every pool, retired ones included."""
+        seen = dict(getattr(self.executor, '_processes', None) or {})
+        for pool in self._workers.values():
+            seen.update(pool)
+        return [proc for proc in seen.values() if proc.is_alive()]
 
     def close(self) -> None:
         shutil.rmtree(self._markers, ignore_errors=True)
