@@ -144,3 +144,27 @@ class BaseExecutionBackend(abc.ABC):
         From ``src_task``'s outputs when given, else from ``file_path`` (a
         local path or URL on the client side).
         """
+
+
+class SharedFileSystemMixin:
+    """The data part of the contract for backends whose tasks see the client's files.
+
+    Nothing is staged, and the task dict itself is the task description.
+    Put it before :class:`BaseExecutionBackend` among the bases.
+    """
+
+    def build_task(self, uid: str, task_desc: TaskDict,
+                   task_backend_specific_kwargs: Dict[str, Any]) -> TaskDict:
+        """The task dict, unchanged."""
+        return task_desc
+
+    def link_implicit_data_deps(self, src_task: TaskDict, dst_task: TaskDict) -> None:
+        """Nothing to do: the consumer sees the producer's files where they are."""
+        return None
+
+    def link_explicit_data_deps(self, src_task: Optional[TaskDict] = None,
+                                dst_task: Optional[TaskDict] = None,
+                                file_name: Optional[str] = None,
+                                file_path: Optional[str] = None) -> None:
+        """Nothing to do: the consumer sees the file where it is."""
+        return None

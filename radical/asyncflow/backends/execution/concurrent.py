@@ -19,7 +19,7 @@ from ...constants import StateMapper
 from ._command import CommandSpec, command_failure, run_command
 from ._functions import FunctionRef
 from ._process_pool import SupervisedProcessPool
-from .base import BaseExecutionBackend, Session, TaskDict
+from .base import BaseExecutionBackend, Session, SharedFileSystemMixin, TaskDict
 
 StateMapper.register_backend_states_with_defaults('concurrent')
 
@@ -27,7 +27,7 @@ StateMapper.register_backend_states_with_defaults('concurrent')
 SHUTDOWN_WAIT = 10.0
 
 
-class ConcurrentExecutionBackend(BaseExecutionBackend):
+class ConcurrentExecutionBackend(SharedFileSystemMixin, BaseExecutionBackend):
     """Local execution on a ThreadPoolExecutor or ProcessPoolExecutor."""
 
     reports_running = True
@@ -155,18 +155,6 @@ class ConcurrentExecutionBackend(BaseExecutionBackend):
     def get_task_states_map(self) -> StateMapper:
         return self._states
 
-    def build_task(self, uid: str, task_desc: TaskDict,
-                   task_backend_specific_kwargs: Dict[str, Any]) -> TaskDict:
-        return task_desc
-
-    def link_implicit_data_deps(self, src_task: TaskDict, dst_task: TaskDict) -> None:
-        return None     # tasks share the local file system and working directory
-
-    def link_explicit_data_deps(self, src_task: Optional[TaskDict] = None,
-                                dst_task: Optional[TaskDict] = None,
-                                file_name: Optional[str] = None,
-                                file_path: Optional[str] = None) -> None:
-        return None     # tasks share the local file system and working directory
 
 
 def _stop_processes(workers: List[Any], grace: float = 3.0) -> None:

@@ -37,7 +37,7 @@ from ...constants import StateMapper
 from ...errors import BackendError, MissingDependencyError
 from ._command import CommandResult, CommandSpec, command_failure, run_command_sync
 from ._functions import call_function
-from .base import BaseExecutionBackend, Session, TaskDict
+from .base import BaseExecutionBackend, Session, SharedFileSystemMixin, TaskDict
 
 StateMapper.register_backend_states('dask', done_state='finished', failed_state='error',
                                     canceled_state='cancelled', running_state='running',
@@ -53,8 +53,12 @@ CONTROL_TIMEOUT = 10.0
 log = logging.getLogger('radical.asyncflow.dask')
 
 
-class DaskExecutionBackend(BaseExecutionBackend):
-    """Execution on a dask.distributed cluster, local or remote."""
+class DaskExecutionBackend(SharedFileSystemMixin, BaseExecutionBackend):
+    """Execution on a dask.distributed cluster, local or remote.
+
+    Workers are expected to share the client's file system: data
+    dependencies need no staging (see :class:`SharedFileSystemMixin`).
+    """
 
     def __init__(self, resources: Optional[Dict[str, Any]] = None) -> None:
         try:
@@ -327,18 +331,6 @@ class DaskExecutionBackend(BaseExecutionBackend):
     def get_task_states_map(self) -> StateMapper:
         return self._states
 
-    def build_task(self, uid: str, task_desc: TaskDict,
-                   task_backend_specific_kwargs: Dict[str, Any]) -> TaskDict:
-        return task_desc
-
-    def link_implicit_data_deps(self, src_task: TaskDict, dst_task: TaskDict) -> None:
-        return None     # results travel through the client; files are the user's affair
-
-    def link_explicit_data_deps(self, src_task: Optional[TaskDict] = None,
-                                dst_task: Optional[TaskDict] = None,
-                                file_name: Optional[str] = None,
-                                file_path: Optional[str] = None) -> None:
-        return None     # workers are expected to share a file system
 
 
 def _note_origin(exc: BaseException, task: TaskDict) -> None:

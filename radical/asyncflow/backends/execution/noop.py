@@ -2,15 +2,15 @@
 
 from __future__ import annotations
 
-from typing import Any, Dict, List, Optional
+from typing import List
 
 from ...constants import StateMapper
-from .base import BaseExecutionBackend, Session, TaskDict
+from .base import BaseExecutionBackend, Session, SharedFileSystemMixin, TaskDict
 
 StateMapper.register_backend_states_with_defaults('noop')
 
 
-class NoopExecutionBackend(BaseExecutionBackend):
+class NoopExecutionBackend(SharedFileSystemMixin, BaseExecutionBackend):
     """Reports every submitted task DONE immediately; a dry run of the workflow.
 
     Function tasks return None and executable tasks an empty stdout.
@@ -44,15 +44,3 @@ class NoopExecutionBackend(BaseExecutionBackend):
     def get_task_states_map(self) -> StateMapper:
         return self._states
 
-    def build_task(self, uid: str, task_desc: TaskDict,
-                   task_backend_specific_kwargs: Dict[str, Any]) -> TaskDict:
-        return task_desc
-
-    def link_implicit_data_deps(self, src_task: TaskDict, dst_task: TaskDict) -> None:
-        return None
-
-    def link_explicit_data_deps(self, src_task: Optional[TaskDict] = None,
-                                dst_task: Optional[TaskDict] = None,
-                                file_name: Optional[str] = None,
-                                file_path: Optional[str] = None) -> None:
-        return None
