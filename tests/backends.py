@@ -42,6 +42,11 @@ except ImportError:
 
 from radical.asyncflow import ConcurrentExecutionBackend
 
+try:
+    from .helpers import alive
+except ImportError:
+    from helpers import alive
+
 #: Worker processes and threads of the test clusters (2 cores on CI).
 DASK_WORKERS = 2
 DASK_THREADS = 2
@@ -108,14 +113,6 @@ def create_backend(factory: BackendFactory, request: Any) -> Callable[[], Awaita
 
 # ---------------------------------------------------------------------------
 # A Dask cluster made of separate processes, as on a real machine.
-
-def alive(pid: int) -> bool:
-    """Whether ``pid`` is a running (not zombie) process."""
-    try:
-        return psutil.Process(pid).status() != psutil.STATUS_ZOMBIE
-    except psutil.NoSuchProcess:
-        return False
-
 
 class DaskProcessCluster:
     """``dask scheduler`` plus ``dask worker`` processes on 127.0.0.1.

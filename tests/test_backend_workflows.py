@@ -16,8 +16,10 @@ from radical.asyncflow.errors import DependencyFailure, TaskExecutionError
 
 try:
     from .backends import backend_params, create_backend, dask_process_cluster  # noqa: F401
+    from .helpers import wait_until
 except ImportError:
     from backends import backend_params, create_backend, dask_process_cluster  # noqa: F401
+    from helpers import wait_until
 
 #: Upper bound for any one workflow of this module.
 WAIT = 60
@@ -47,15 +49,6 @@ def processes_running(marker):
         if marker in ' '.join(proc.info['cmdline'] or ()):
             found.append(proc.pid)
     return found
-
-
-async def wait_until(condition, timeout=10.0):
-    deadline = asyncio.get_running_loop().time() + timeout
-    while not condition():
-        if asyncio.get_running_loop().time() > deadline:
-            return False
-        await asyncio.sleep(0.05)
-    return True
 
 
 async def test_bag_of_function_tasks(engine):

@@ -9,6 +9,7 @@ from concurrent.futures import Executor, ProcessPoolExecutor, ThreadPoolExecutor
 import psutil
 import pytest
 
+from helpers import alive, in_tmp_dir, make_fifo, read_fifo  # noqa: F401  (in_tmp_dir: fixture)
 from radical.asyncflow import ConcurrentExecutionBackend, WorkflowEngine
 from radical.asyncflow.backends.execution.base import BaseExecutionBackend
 from radical.asyncflow.errors import DependencyFailure, TaskExecutionError
@@ -45,36 +46,6 @@ async def block_in_worker(fifo):
 
 
 # ------------------------------------------------------------------ helpers
-
-def alive(pid):
-    try:
-        return psutil.Process(pid).status() != psutil.STATUS_ZOMBIE
-    except psutil.NoSuchProcess:
-        return False
-
-
-async def read_fifo(path, timeout=WAIT):
-    loop = asyncio.get_running_loop()
-
-    def read():
-        with open(path) as f:
-            return f.read()
-
-    fut = loop.run_in_executor(None, read)
-    try:
-        return await asyncio.wait_for(asyncio.shield(fut), timeout)
-    except asyncio.TimeoutError:
-        with open(path, 'w'):
-            pass
-        await fut
-        pytest.fail(f'nothing wrote to {path} within {timeout}s')
-
-
-def make_fifo(tmp_path, name='pid.fifo'):
-    path = tmp_path / name
-    os.mkfifo(path)
-    return path
-
 
 class Reports:
     """A state callback that remembers every report and signals final ones."""
@@ -131,14 +102,6 @@ def run_guarded(scenario):
         pytest.fail(f'the engine raised SystemExit({exit_code}) during the test, as if the '
                     f'driver had received signal {exit_code - 128}: the signal went to a '
                     f'forked worker process', pytrace=False)
-
-
-@pytest.fixture(autouse=True)
-def in_tmp_dir(tmp_path, monkeypatch):
-    monkeypatch.chdir(tmp_path)
-    # radical.utils profiles by default, and its profiler looks up an NTP
-    # server when created (see test_create_does_no_network_io).
-    monkeypatch.setenv('RADICAL_ASYNCFLOW_PROFILE', 'False')
 
 
 @pytest.fixture(params=['thread', 'process'])

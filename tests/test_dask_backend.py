@@ -22,9 +22,11 @@ from radical.asyncflow.errors import (BackendError, DependencyFailure,
                                       MissingDependencyError, TaskExecutionError)
 
 try:
-    from .backends import alive, dask_process_cluster, needs_dask  # noqa: F401
+    from .backends import dask_process_cluster, needs_dask  # noqa: F401
+    from .helpers import alive, wait_until
 except ImportError:
-    from backends import alive, dask_process_cluster, needs_dask  # noqa: F401
+    from backends import dask_process_cluster, needs_dask  # noqa: F401
+    from helpers import alive, wait_until
 
 ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 WAIT = 60
@@ -34,16 +36,6 @@ dask_test = [pytest.mark.dask, needs_dask]
 
 def run(coro):
     return asyncio.wait_for(coro, WAIT)
-
-
-async def wait_until(condition, timeout=10.0):
-    loop = asyncio.get_running_loop()
-    deadline = loop.time() + timeout
-    while not condition():
-        if loop.time() > deadline:
-            return False
-        await asyncio.sleep(0.05)
-    return True
 
 
 def commands_running(text):

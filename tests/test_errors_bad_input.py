@@ -6,26 +6,12 @@ from concurrent.futures import ThreadPoolExecutor
 
 import pytest
 
+from helpers import dry, in_tmp_dir  # noqa: F401  (pytest fixtures)
 from radical.asyncflow import ConcurrentExecutionBackend, InputFile, WorkflowEngine
 from radical.asyncflow.errors import DependencyFailure, TaskExecutionError
 
 WAIT = 10
 DECORATORS = ['function_task', 'executable_task', 'block']
-
-
-@pytest.fixture(autouse=True)
-def in_tmp_dir(tmp_path, monkeypatch):
-    monkeypatch.chdir(tmp_path)
-    # radical.utils profiles by default, and its profiler looks up an NTP
-    # server when created (see test_create_does_no_network_io).
-    monkeypatch.setenv('RADICAL_ASYNCFLOW_PROFILE', 'False')
-
-
-@pytest.fixture
-async def dry():
-    eng = await WorkflowEngine.create(dry_run=True)
-    yield eng
-    await eng.shutdown()
 
 
 @pytest.mark.parametrize('kind', DECORATORS)

@@ -25,6 +25,7 @@ import psutil
 import pytest
 
 import fault_driver
+from helpers import count, enter_tmp_dir, journal_rows, mark, wait_gone
 from radical.asyncflow import ConcurrentExecutionBackend, WorkflowEngine
 from radical.asyncflow.errors import DependencyFailure
 from radical.asyncflow.journal import Journal, JournalEntry, JournalError
@@ -36,22 +37,6 @@ MIDDLE = DAG_SIZE // 2
 
 
 # ------------------------------------ module-level task functions (picklable)
-
-def mark(path, line='x'):
-    fd = os.open(path, os.O_WRONLY | os.O_APPEND | os.O_CREAT)
-    try:
-        os.write(fd, f'{line}\n'.encode())
-    finally:
-        os.close(fd)
-
-
-def count(path):
-    try:
-        with open(path) as handle:
-            return len(handle.read().splitlines())
-    except FileNotFoundError:
-        return 0
-
 
 async def steady(marks, i):
     time.sleep(0.2)
@@ -79,28 +64,6 @@ async def hangs_in_worker(marks):
 
 # ------------------------------------------------------------------ helpers
 
-def journal_rows(path):
-    journal = Journal(str(path))
-    try:
-        return len(journal)
-    finally:
-        journal.close()
-
-
-def alive(pid):
-    try:
-        return psutil.Process(pid).status() != psutil.STATUS_ZOMBIE
-    except psutil.NoSuchProcess:
-        return False
-
-
-async def wait_gone(pid, timeout=3.0):
-    deadline = time.monotonic() + timeout
-    while alive(pid) and time.monotonic() < deadline:
-        await asyncio.sleep(0.02)
-    return not alive(pid)
-
-
 def outcome(future):
     """'done', 'cancelled' or 'failed: <Type>: <message>'; fails the test if pending."""
     assert future.done(), f'lost: {future!r} never finished'
@@ -120,9 +83,7 @@ async def settle(futures, timeout=WAIT):
 
 @pytest.fixture(autouse=True)
 def in_tmp_dir(tmp_path, monkeypatch):
-    monkeypatch.chdir(tmp_path)
-    monkeypatch.setenv('RADICAL_ASYNCFLOW_PROFILE', 'False')
-    monkeypatch.delenv('RADICAL_ASYNCFLOW_JOURNAL', raising=False)
+    enter_tmp_dir(tmp_path, monkeypatch, 'RADICAL_ASYNCFLOW_JOURNAL')
 
 
 async def make_engine(pool):

@@ -4,28 +4,14 @@ import asyncio
 
 import pytest
 
-from radical.asyncflow import NoopExecutionBackend, WorkflowEngine
+from helpers import dry, in_tmp_dir  # noqa: F401  (pytest fixtures)
+from radical.asyncflow import NoopExecutionBackend
 from radical.asyncflow.backends.execution.base import BaseExecutionBackend
 from radical.asyncflow.backends.execution.noop import NoopExecutionBackend as NoopFromModule
 from radical.asyncflow.constants import StateMapper, TasksMainStates
 from radical.asyncflow.errors import DependencyFailure
 
 WAIT = 10
-
-
-@pytest.fixture(autouse=True)
-def in_tmp_dir(tmp_path, monkeypatch):
-    monkeypatch.chdir(tmp_path)
-    # radical.utils profiles by default, and its profiler looks up an NTP
-    # server when created (see test_create_does_no_network_io).
-    monkeypatch.setenv('RADICAL_ASYNCFLOW_PROFILE', 'False')
-
-
-@pytest.fixture
-async def dry():
-    eng = await WorkflowEngine.create(dry_run=True)
-    yield eng
-    await eng.shutdown()
 
 
 def test_top_level_name_is_the_module_class():

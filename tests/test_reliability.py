@@ -11,34 +11,16 @@ import threading
 import time
 from concurrent.futures import ProcessPoolExecutor, ThreadPoolExecutor
 
-import psutil
 import pytest
 
+from helpers import count, enter_tmp_dir, journal_rows, mark, wait_gone
 from radical.asyncflow import ConcurrentExecutionBackend, OutputFile, WorkflowEngine
 from radical.asyncflow.errors import DependencyFailure, TaskExecutionError
-from radical.asyncflow.journal import Journal
 
 WAIT = 15
 
 
 # ------------------------------------ module-level task functions (picklable)
-
-def mark(path, line='x'):
-    """Append one line to ``path`` (atomic for short lines)."""
-    fd = os.open(path, os.O_WRONLY | os.O_APPEND | os.O_CREAT)
-    try:
-        os.write(fd, f'{line}\n'.encode())
-    finally:
-        os.close(fd)
-
-
-def count(path):
-    try:
-        with open(path) as handle:
-            return len(handle.read().splitlines())
-    except FileNotFoundError:
-        return 0
-
 
 async def fails_until(log, succeed_on, value):
     """Fails on the first ``succeed_on - 1`` executions, then returns ``value``."""
@@ -58,29 +40,6 @@ async def hangs_on_first_execution(log, value):
 
 # ------------------------------------------------------------------ helpers
 
-def journal_rows(path):
-    journal = Journal(str(path))
-    try:
-        return len(journal)
-    finally:
-        journal.close()
-
-
-def alive(pid):
-    try:
-        return psutil.Process(pid).status() != psutil.STATUS_ZOMBIE
-    except psutil.NoSuchProcess:
-        return False
-
-
-async def wait_gone(pid, timeout=3.0):
-    """True once ``pid`` is gone; the loop keeps running meanwhile."""
-    deadline = time.monotonic() + timeout
-    while alive(pid) and time.monotonic() < deadline:
-        await asyncio.sleep(0.02)
-    return not alive(pid)
-
-
 def attempt_times(log):
     with open(log) as handle:
         return [float(line) for line in handle.read().split()]
@@ -88,9 +47,7 @@ def attempt_times(log):
 
 @pytest.fixture(autouse=True)
 def in_tmp_dir(tmp_path, monkeypatch):
-    monkeypatch.chdir(tmp_path)
-    monkeypatch.setenv('RADICAL_ASYNCFLOW_PROFILE', 'False')
-    monkeypatch.delenv('RADICAL_ASYNCFLOW_JOURNAL', raising=False)
+    enter_tmp_dir(tmp_path, monkeypatch, 'RADICAL_ASYNCFLOW_JOURNAL')
 
 
 async def make_engine(kind='thread', workers=2, **kwargs):

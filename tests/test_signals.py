@@ -7,8 +7,9 @@ import sys
 import textwrap
 import threading
 
-import psutil
 import pytest
+
+from helpers import alive
 
 N_SLEEPERS = 3
 EXIT_WAIT = 15
@@ -60,13 +61,6 @@ DRIVER = textwrap.dedent('''
 
     asyncio.run(main())
 ''')
-
-
-def alive(pid):
-    try:
-        return psutil.Process(pid).status() != psutil.STATUS_ZOMBIE
-    except psutil.NoSuchProcess:
-        return False
 
 
 def read_with_timeout(read, unblock, timeout, what):

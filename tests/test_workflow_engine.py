@@ -9,10 +9,10 @@ import threading
 import time
 from concurrent.futures import ThreadPoolExecutor
 
-import psutil
 import pytest
 import radical.utils as ru
 
+from helpers import alive, in_tmp_dir, make_fifo, read_fifo  # noqa: F401  (in_tmp_dir: fixture)
 from radical.asyncflow import (ConcurrentExecutionBackend, InputFile, NoopExecutionBackend,
                                OutputFile, WorkflowEngine)
 from radical.asyncflow import workflow_manager
@@ -91,39 +91,6 @@ def uid_of(engine, fut):
     matches = [uid for uid, comp in engine.components.items() if comp['future'] is fut]
     assert len(matches) == 1, f'future not found exactly once in engine.components: {matches}'
     return matches[0]
-
-
-async def read_fifo(path, timeout=WAIT):
-    """What a task wrote into the named pipe ``path`` (opened for writing by it)."""
-    loop = asyncio.get_running_loop()
-
-    def read():
-        with open(path) as f:
-            return f.read()
-
-    fut = loop.run_in_executor(None, read)
-    try:
-        return await asyncio.wait_for(asyncio.shield(fut), timeout)
-    except asyncio.TimeoutError:
-        with open(path, 'w'):       # unblock the reader thread
-            pass
-        await fut
-        pytest.fail(f'no task wrote to {path} within {timeout}s')
-
-
-def alive(pid):
-    try:
-        return psutil.Process(pid).status() != psutil.STATUS_ZOMBIE
-    except psutil.NoSuchProcess:
-        return False
-
-
-@pytest.fixture(autouse=True)
-def in_tmp_dir(tmp_path, monkeypatch):
-    monkeypatch.chdir(tmp_path)
-    # radical.utils profiles by default, and its profiler looks up an NTP
-    # server when created (see test_create_does_no_network_io).
-    monkeypatch.setenv('RADICAL_ASYNCFLOW_PROFILE', 'False')
 
 
 @pytest.fixture
@@ -876,8 +843,7 @@ async def test_cancel_a_running_command_kills_it(tmp_path):
     backend = await SpyConcurrentBackend(ThreadPoolExecutor(max_workers=2))
     eng = await WorkflowEngine.create(backend=backend)
     try:
-        fifo = tmp_path / 'pid.fifo'
-        os.mkfifo(fifo)
+        fifo = make_fifo(tmp_path)
 
         @eng.executable_task
         async def sleeper():
@@ -957,8 +923,7 @@ async def test_shutdown_is_idempotent():
 async def test_shutdown_of_a_real_backend_stops_running_commands(tmp_path):
     backend = await ConcurrentExecutionBackend(ThreadPoolExecutor(max_workers=2))
     eng = await WorkflowEngine.create(backend=backend)
-    fifo = tmp_path / 'pid.fifo'
-    os.mkfifo(fifo)
+    fifo = make_fifo(tmp_path)
 
     @eng.executable_task
     async def sleeper():
