@@ -10,14 +10,21 @@ Workloads (the engine runs on the Noop backend unless said otherwise):
       against asyncio.create_subprocess_exec
 
 "plain" is the same DAG as plain asyncio: one asyncio.create_task per node,
-awaiting its dependencies' tasks.  Every (workload, size, implementation)
-runs in a fresh Python process, so peak RSS belongs to that workload alone.
-Timing covers building the DAG and awaiting it; engine creation and shutdown
-are outside it.  ratio = our time / plain time (lower is better).
+awaiting its dependencies' tasks.  In W5 both sides run at most WORKERS
+commands at once: the backend bounds running commands by its pool's size,
+and plain asyncio gets a semaphore of the same size.  Every (workload, size,
+implementation) runs in a fresh Python process, so peak RSS belongs to that
+workload alone; ours and plain runs alternate, and each figure is the median
+of --repeat runs.  Timing covers building the DAG and awaiting it; engine
+creation and shutdown are outside it.  ratio = our time / plain time (lower
+is better).  "held" is what the engine still holds per task once the workflow
+is over and the program dropped its futures and results (tracemalloc, in a
+separate run of at most HELD_MAX tasks).
 
     python benchmarks/engine.py                   # default sizes
     python benchmarks/engine.py --quick           # seconds, for CI
     python benchmarks/engine.py --sizes 1e3,1e4,1e5,1e6 --json out.json --png out.png
+    python benchmarks/engine.py --profiling --workloads W1,W4 --repeat 5   # profile cost
 """
 
 from __future__ import annotations
@@ -42,6 +49,10 @@ DAG_SIZE, DAG_DEGREE, DAG_SEED = 100_000, 3, 42
 EXEC_SIZE = 1_000
 
 QUICK = {'W1': [100, 1_000], 'W2': [100], 'W3': [100], 'W4': [1_000], 'W5': [50]}
+#: Commands running at once in W5, on both sides (ThreadPoolExecutor's default size).
+WORKERS = min(32, (os.cpu_count() or 1) + 4)
+#: The engine's held memory is measured on at most this many tasks (tracemalloc is slow).
+HELD_MAX = 100_000
 
 TITLES = {
     'W1': 'independent',
@@ -71,12 +82,13 @@ def dag_edges(workload: str, n: int) -> List[List[int]]:
 
 # -------------------------------------------------------- the two contenders
 
-async def run_ours(workload: str, deps: List[List[int]]) -> Dict[str, float]:
+async def _our_engine(workload: str) -> tuple:
+    """The engine for ``workload`` and its decorated node function."""
     from radical.asyncflow import WorkflowEngine
     if workload == 'W5':
         from concurrent.futures import ThreadPoolExecutor
         from radical.asyncflow import ConcurrentExecutionBackend
-        backend = await ConcurrentExecutionBackend(ThreadPoolExecutor())
+        backend = await ConcurrentExecutionBackend(ThreadPoolExecutor(max_workers=WORKERS))
         engine = await WorkflowEngine.create(backend=backend)
 
         @engine.executable_task
@@ -88,7 +100,11 @@ async def run_ours(workload: str, deps: List[List[int]]) -> Dict[str, float]:
         @engine.function_task
         async def node(*deps):
             return None
+    return engine, node
 
+
+async def run_ours(workload: str, deps: List[List[int]]) -> Dict[str, float]:
+    engine, node = await _our_engine(workload)
     base = _start_measuring()
     t0, c0 = time.perf_counter(), _cpu()
     futures = []
@@ -97,20 +113,50 @@ async def run_ours(workload: str, deps: List[List[int]]) -> Dict[str, float]:
         append(node(*[futures[j] for j in d]) if d else node())
     results = await asyncio.gather(*futures, return_exceptions=True)
     elapsed, cpu = time.perf_counter() - t0, _cpu() - c0
+    t1 = time.perf_counter()
+    await engine.shutdown()          # writes what is left of the profile, and the summary
+    figures = _figures(elapsed, cpu, base, results)
+    figures['shutdown_seconds'] = time.perf_counter() - t1
+    return figures
+
+
+async def run_held(workload: str, deps: List[List[int]]) -> Dict[str, Any]:
+    """Bytes the engine still holds once the program dropped its futures and results."""
+    import gc
+    import tracemalloc
+    engine, node = await _our_engine(workload)
+    gc.collect()
+    tracemalloc.start()
+    base = tracemalloc.get_traced_memory()[0]
+    futures: List[Any] = []
+    append = futures.append
+    for d in deps:
+        append(node(*[futures[j] for j in d]) if d else node())
+    results = await asyncio.gather(*futures, return_exceptions=True)
+    errors = [r for r in results if isinstance(r, BaseException)]
+    del futures, results, append
+    for _ in range(2):
+        await asyncio.sleep(0)       # the loop lets go of the handles that woke us
+    gc.collect()
+    held = tracemalloc.get_traced_memory()[0] - base
+    tracemalloc.stop()
     await engine.shutdown()
-    return _figures(elapsed, cpu, base, results)
+    return {'held_bytes': held, 'errors': len(errors),
+            'first_error': repr(errors[0]) if errors else None}
 
 
 async def run_plain(workload: str, deps: List[List[int]]) -> Dict[str, float]:
     if workload == 'W5':
         PIPE = asyncio.subprocess.PIPE
+        slots = asyncio.Semaphore(WORKERS)      # as many at once as the backend runs
 
         async def node(*deps):
             for dep in deps:
                 await dep
-            proc = await asyncio.create_subprocess_exec('/bin/true', stdout=PIPE, stderr=PIPE,
-                                                        stdin=asyncio.subprocess.DEVNULL)
-            out, _ = await proc.communicate()
+            async with slots:
+                proc = await asyncio.create_subprocess_exec(
+                    '/bin/true', stdout=PIPE, stderr=PIPE, stdin=asyncio.subprocess.DEVNULL)
+                out, _ = await proc.communicate()
             if proc.returncode:
                 raise RuntimeError(f'exit {proc.returncode}')
             return out.decode()
@@ -202,7 +248,7 @@ def child(spec: Dict[str, Any]) -> None:
         if soft != resource.RLIM_INFINITY and soft < want:
             resource.setrlimit(resource.RLIMIT_NOFILE, (min(want, 65536), hard))
     deps = dag_edges(spec['workload'], spec['n'])
-    runner = run_ours if spec['impl'] == 'ours' else run_plain
+    runner = run_plain if spec['impl'] == 'plain' else run_held if spec.get('held') else run_ours
     figures = asyncio.run(runner(spec['workload'], deps))
     figures['tasks'] = len(deps)
     print(json.dumps(figures))
@@ -210,23 +256,91 @@ def child(spec: Dict[str, Any]) -> None:
 
 # ---------------------------------------------------------------- the driver
 
-def measure(workload: str, n: int, impl: str, repeat: int, timeout: float) -> Dict[str, Any]:
-    """Best (fastest) of ``repeat`` runs, each in a fresh interpreter."""
-    spec = json.dumps({'workload': workload, 'n': n, 'impl': impl})
-    best: Optional[Dict[str, Any]] = None
+def _run_child(spec: Dict[str, Any], cwd: str, timeout: float,
+               env: Optional[Dict[str, str]] = None) -> Dict[str, Any]:
+    """One measurement in a fresh interpreter (``env`` added to ours)."""
+    proc = subprocess.run([sys.executable, os.path.abspath(__file__), '--child', json.dumps(spec)],
+                          cwd=cwd, capture_output=True, text=True, timeout=timeout,
+                          env={**os.environ, **(env or {})})
+    if proc.returncode != 0:
+        raise RuntimeError(f"{spec['workload']} n={spec['n']} {spec['impl']} failed:\n"
+                           f"{proc.stderr[-3000:]}")
+    return json.loads(proc.stdout.strip().splitlines()[-1])
+
+
+def _median(runs: List[Dict[str, Any]], workload: str, n: int, impl: str) -> Dict[str, Any]:
+    """The median run by wall time (the lower middle one for an even count)."""
+    runs = sorted(runs, key=lambda r: r['seconds'])
+    row = dict(runs[(len(runs) - 1) // 2])
+    row.update(workload=workload, n=n, impl=impl, runs_seconds=[r['seconds'] for r in runs],
+               tasks_per_s=row['tasks'] / row['seconds'] if row['seconds'] else float('inf'),
+               rss_per_task=max(row['run_peak_rss'] - row['base_rss'], 0) / row['tasks'])
+    return row
+
+
+def measure(workload: str, n: int, impl: str, repeat: int, timeout: float,
+            env: Optional[Dict[str, str]] = None) -> Dict[str, Any]:
+    """Median of ``repeat`` runs, each in a fresh interpreter (``env`` added)."""
+    spec = {'workload': workload, 'n': n, 'impl': impl}
+    with tempfile.TemporaryDirectory(prefix='asyncflow-bench-') as cwd:   # engine files land here
+        runs = [_run_child(spec, cwd, timeout, env) for _ in range(repeat)]
+    return _median(runs, workload, n, impl)
+
+
+def measure_pair(workload: str, n: int, repeat: int, timeout: float) -> List[Dict[str, Any]]:
+    """Ours and plain, their runs alternating (noise hits both alike), as medians.
+
+    Ours also gets the memory the engine holds per finished task.
+    """
+    runs: Dict[str, List[Dict[str, Any]]] = {'ours': [], 'plain': []}
     with tempfile.TemporaryDirectory(prefix='asyncflow-bench-') as cwd:   # engine files land here
         for _ in range(repeat):
-            proc = subprocess.run([sys.executable, os.path.abspath(__file__), '--child', spec],
-                                  cwd=cwd, capture_output=True, text=True, timeout=timeout)
-            if proc.returncode != 0:
-                raise RuntimeError(f'{workload} n={n} {impl} failed:\n{proc.stderr[-3000:]}')
-            figures = json.loads(proc.stdout.strip().splitlines()[-1])
-            if best is None or figures['seconds'] < best['seconds']:
-                best = figures
-    best.update(workload=workload, n=n, impl=impl,
-                tasks_per_s=best['tasks'] / best['seconds'] if best['seconds'] else float('inf'),
-                rss_per_task=max(best['run_peak_rss'] - best['base_rss'], 0) / best['tasks'])
-    return best
+            for impl in runs:
+                runs[impl].append(_run_child({'workload': workload, 'n': n, 'impl': impl},
+                                             cwd, timeout))
+                print(f"  {workload} n={n:<7} {impl:<5} {runs[impl][-1]['seconds']:8.3f} s",
+                      file=sys.stderr, flush=True)
+        held = _run_child({'workload': workload, 'n': min(n, HELD_MAX), 'impl': 'ours',
+                           'held': True}, cwd, timeout)
+    ours = _median(runs['ours'], workload, n, 'ours')
+    ours.update(held_per_task=held['held_bytes'] / held['tasks'], held_tasks=held['tasks'],
+                errors=ours['errors'] + held['errors'])
+    return [ours, _median(runs['plain'], workload, n, 'plain')]
+
+
+PROFILE_ENV = {'off': {'RADICAL_ASYNCFLOW_PROFILE': 'False', 'RADICAL_ASYNCFLOW_PROGRESS': '0'},
+               'on': {'RADICAL_ASYNCFLOW_PROFILE': 'True', 'RADICAL_ASYNCFLOW_PROGRESS': '0'}}
+
+
+def profiling_overhead(args: argparse.Namespace) -> List[Dict[str, Any]]:
+    """The engine with its task profile off and on, runs interleaved; best of --repeat.
+
+    Time counts the run and the shutdown (which writes the rest of the profile).
+    """
+    rows = []
+    for workload, n in plan(args):
+        best: Dict[str, Dict[str, Any]] = {}
+        for _ in range(max(args.repeat, 1)):
+            for mode in ('off', 'on'):
+                got = measure(workload, n, 'ours', 1, args.timeout, env=PROFILE_ENV[mode])
+                got['total_seconds'] = got['seconds'] + got.get('shutdown_seconds', 0.0)
+                if mode not in best or got['total_seconds'] < best[mode]['total_seconds']:
+                    best[mode] = got
+        off, on = best['off'], best['on']
+        rows.append({'workload': workload, 'n': n, 'tasks': on['tasks'],
+                     'off_seconds': off['total_seconds'], 'on_seconds': on['total_seconds'],
+                     'off_cpu': off['cpu_seconds'], 'on_cpu': on['cpu_seconds'],
+                     'overhead': on['total_seconds'] / off['total_seconds'] - 1,
+                     'errors': off['errors'] + on['errors']})
+        print(f"  {workload} n={n:<7} off {off['total_seconds']:7.3f} s  on "
+              f"{on['total_seconds']:7.3f} s", file=sys.stderr, flush=True)
+    print(f"{'workload':<18}{'tasks':>8}{'profile off s':>15}{'profile on s':>14}"
+          f"{'overhead':>10}{'CPU off':>9}{'CPU on':>8}")
+    for r in rows:
+        print(f"{r['workload'] + ' ' + TITLES[r['workload']]:<18}{r['tasks']:>8}"
+              f"{r['off_seconds']:>15.3f}{r['on_seconds']:>14.3f}{r['overhead']:>+10.1%}"
+              f"{r['off_cpu']:>9.2f}{r['on_cpu']:>8.2f}")
+    return rows
 
 
 def plan(args: argparse.Namespace) -> List[tuple]:
@@ -245,19 +359,24 @@ def _mib(nbytes: float) -> str:
 
 def print_table(rows: List[Dict[str, Any]]) -> None:
     head = (f"{'workload':<18}{'tasks':>8}  {'impl':<6}{'wall s':>9}{'tasks/s':>11}"
-            f"{'ratio':>7}{'CPU s':>8}{'peak RSS MiB':>14}{'RSS/task KiB':>14}")
+            f"{'ratio':>7}{'CPU s':>8}{'CPU ratio':>10}{'peak RSS MiB':>14}"
+            f"{'RSS/task KiB':>14}{'held B/task':>13}")
     print(head)
     print('-' * len(head))
     by_key = {(r['workload'], r['n'], r['impl']): r for r in rows}
     for r in rows:
         plain = by_key.get((r['workload'], r['n'], 'plain'))
-        ratio = (f"{r['seconds'] / plain['seconds']:.2f}"
-                 if r['impl'] == 'ours' and plain else '')
+        ratio = cpu_ratio = ''
+        if r['impl'] == 'ours' and plain:
+            ratio = f"{r['seconds'] / plain['seconds']:.2f}"
+            if plain['cpu_seconds'] > 0:
+                cpu_ratio = f"{r['cpu_seconds'] / plain['cpu_seconds']:.2f}"
         label = f"{r['workload']} {TITLES[r['workload']]}"
         errors = f"  ({r['errors']} errors)" if r['errors'] else ''
+        held = f"{r['held_per_task']:.0f}" if 'held_per_task' in r else ''
         print(f"{label:<18}{r['tasks']:>8}  {r['impl']:<6}{r['seconds']:>9.3f}"
-              f"{r['tasks_per_s']:>11,.0f}{ratio:>7}{r['cpu_seconds']:>8.2f}"
-              f"{_mib(r['peak_rss']):>14}{r['rss_per_task'] / 1024:>14.2f}{errors}")
+              f"{r['tasks_per_s']:>11,.0f}{ratio:>7}{r['cpu_seconds']:>8.2f}{cpu_ratio:>10}"
+              f"{_mib(r['peak_rss']):>14}{r['rss_per_task'] / 1024:>14.2f}{held:>13}{errors}")
 
 
 def write_png(rows: List[Dict[str, Any]], path: str) -> None:
@@ -268,8 +387,10 @@ def write_png(rows: List[Dict[str, Any]], path: str) -> None:
     except ImportError:
         print(f'matplotlib is not installed: skipping {path} (pip install matplotlib)')
         return
-    fig, ax = plt.subplots(figsize=(7, 4.5))
+    fig, (ax, rax) = plt.subplots(1, 2, figsize=(12, 4.5),
+                                  gridspec_kw={'width_ratios': [3, 2]})
     colors = {'W1': 'C0', 'W2': 'C1', 'W3': 'C2', 'W4': 'C3', 'W5': 'C4'}
+    by_key = {(r['workload'], r['n'], r['impl']): r for r in rows}
     for workload in TITLES:
         for impl, style in (('ours', '-o'), ('plain', '--s')):
             pts = sorted((r['tasks'], r['tasks_per_s']) for r in rows
@@ -278,6 +399,12 @@ def write_png(rows: List[Dict[str, Any]], path: str) -> None:
                 name = 'radical.asyncflow' if impl == 'ours' else 'plain asyncio'
                 ax.plot(*zip(*pts), style, color=colors[workload],
                         label=f'{workload} {TITLES[workload]}: {name}')
+        ratios = sorted((r['tasks'], r['seconds'] / by_key[(workload, r['n'], 'plain')]['seconds'])
+                        for r in rows if r['workload'] == workload and r['impl'] == 'ours'
+                        and (workload, r['n'], 'plain') in by_key)
+        if ratios:
+            rax.plot(*zip(*ratios), '-o', color=colors[workload],
+                     label=f'{workload} {TITLES[workload]}')
     ax.set_xscale('log')
     ax.set_yscale('log')
     ax.set_xlabel('tasks in the workflow')
@@ -286,6 +413,14 @@ def write_png(rows: List[Dict[str, Any]], path: str) -> None:
                  fontsize=10)
     ax.grid(True, which='both', alpha=0.3)
     ax.legend(fontsize=7)
+    rax.set_xscale('log')
+    rax.set_ylim(bottom=0)
+    rax.axhline(1.0, color='grey', linewidth=0.8)
+    rax.set_xlabel('tasks in the workflow')
+    rax.set_ylabel('wall time, radical.asyncflow / plain asyncio')
+    rax.set_title('Engine overhead (1 = none)', fontsize=10)
+    rax.grid(True, which='both', alpha=0.3)
+    rax.legend(fontsize=7, loc='lower right')
     fig.tight_layout()
     fig.savefig(path, dpi=120)
     print(f'wrote {path}')
@@ -305,16 +440,22 @@ def main(argv: Optional[List[str]] = None) -> int:
                         help='W1 sizes, e.g. 1e3,1e4,1e5,1e6 (default 1e3,1e4,1e5)')
     parser.add_argument('--workloads', type=lambda s: [w.strip().upper() for w in s.split(',')],
                         help='run only these, e.g. W1,W4')
-    parser.add_argument('--repeat', type=int, default=1, help='runs per point; the fastest counts')
+    parser.add_argument('--repeat', type=int, default=None,
+                        help='runs per point, the median counts (default 3; 1 with --quick)')
     parser.add_argument('--timeout', type=float, default=1800, help='seconds per run')
     parser.add_argument('--json', metavar='PATH', help='write all figures to PATH')
     parser.add_argument('--png', metavar='PATH', help='write a throughput chart (needs matplotlib)')
+    parser.add_argument('--profiling', action='store_true',
+                        help='instead: the cost of the task profile (profiling off vs on, '
+                             'run + shutdown, runs interleaved, best of --repeat)')
     parser.add_argument('--child', help=argparse.SUPPRESS)
     args = parser.parse_args(argv)
 
     if args.child:
         child(json.loads(args.child))
         return 0
+    if args.repeat is None:
+        args.repeat = 1 if args.quick else 3
     unknown = set(args.workloads or ()) - set(TITLES)
     if unknown:
         parser.error(f"unknown workloads {', '.join(sorted(unknown))}: choose from W1..W5")
@@ -322,12 +463,15 @@ def main(argv: Optional[List[str]] = None) -> int:
     from radical.asyncflow import __version__
     print(f'radical.asyncflow {__version__}, Python {platform.python_version()}, '
           f'{platform.system()} {platform.machine()}, {os.cpu_count()} CPUs')
+    if args.profiling:
+        rows = profiling_overhead(args)
+        if args.json:
+            with open(args.json, 'w') as f:
+                json.dump({'profiling': rows, 'version': __version__}, f, indent=1)
+        return 1 if any(r['errors'] for r in rows) else 0
     rows = []
     for workload, n in plan(args):
-        for impl in ('ours', 'plain'):
-            rows.append(measure(workload, n, impl, args.repeat, args.timeout))
-            print(f"  {workload} n={n:<7} {impl:<5} {rows[-1]['seconds']:8.3f} s",
-                  file=sys.stderr, flush=True)
+        rows.extend(measure_pair(workload, n, args.repeat, args.timeout))
     print()
     print_table(rows)
     failed = sum(r['errors'] for r in rows)
@@ -337,7 +481,9 @@ def main(argv: Optional[List[str]] = None) -> int:
             json.dump({'python': platform.python_version(), 'platform': platform.platform(),
                        'cpus': os.cpu_count(), 'version': __version__,
                        'date': time.strftime('%Y-%m-%dT%H:%M:%S%z'),
-                       'quick': args.quick, 'repeat': args.repeat, 'results': rows},
+                       'quick': args.quick, 'repeat': args.repeat, 'workers': WORKERS,
+                       'profile': os.environ.get('RADICAL_ASYNCFLOW_PROFILE', 'default'),
+                       'results': rows},
                       f, indent=1)
         print(f'wrote {args.json}')
     if args.png:
