@@ -1,0 +1,220 @@
+"""The engine's typed records: what a decorated function and each call of it become.
+
+A :class:`ComponentRecord` is a graph node (unmet dependencies, dependents,
+state) plus what the engine needs to run it; a ``_TaskFuture`` is the
+``asyncio.Future`` handed to the program, which knows its record.  Nothing
+here schedules anything: :mod:`.workflow_manager` does.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextvars
+import enum
+import weakref
+from collections.abc import Mapping
+from typing import Any, Callable, Dict, Iterator, List, Optional
+
+from .errors import DependencyCycleError
+from .graph import Node, NodeState
+from .policy import DEFAULT_POLICY, TaskPolicy
+
+
+class ComponentType(str, enum.Enum):
+    """What a decorated function is: a backend task or a block (sub-workflow)."""
+
+    TASK = 'task'
+    BLOCK = 'block'
+
+
+class TaskType(str, enum.Enum):
+    """How a task runs: a Python function, or the shell command it returns."""
+
+    FUNCTION = 'function'
+    EXECUTABLE = 'executable'
+
+
+TASK = ComponentType.TASK
+BLOCK = ComponentType.BLOCK
+FUNCTION = TaskType.FUNCTION
+EXECUTABLE = TaskType.EXECUTABLE
+
+
+#: The blocks whose function is running in the current context, outermost
+#: first: what a task registered or awaited here must not depend on.
+_BLOCK_CHAIN: contextvars.ContextVar = contextvars.ContextVar('asyncflow_block_chain',
+                                                             default=())
+
+
+class _ComponentSpec:
+    """What a decorator captured about the function it wraps."""
+
+    __slots__ = ('kind', 'task_type', 'func', 'name', 'is_service', 'description',
+                 'policy', 'calls')
+
+    def __init__(self, kind: ComponentType, task_type: Optional[TaskType],
+                 func: Callable, is_service: bool, description: Dict[str, Any],
+                 policy: TaskPolicy = DEFAULT_POLICY) -> None:
+        self.kind = kind
+        self.task_type = task_type
+        self.func = func
+        self.name = func.__name__
+        self.is_service = is_service
+        self.description = description
+        self.policy = policy
+        self.calls = 0          # how often it was called: part of a task's identity
+
+
+class _Attempts:
+    """Retry, timeout and journal state of a task that needs any of them."""
+
+    __slots__ = ('policy', 'attempt', 'timer', 'identity')
+
+    def __init__(self, policy: TaskPolicy, identity: Optional[str]) -> None:
+        self.policy = policy
+        self.attempt = 1
+        self.timer: Optional[asyncio.TimerHandle] = None
+        self.identity = identity
+
+
+class ComponentRecord(Node):
+    """The engine's record of one task or block (a graph node)."""
+
+    __slots__ = ('uid', 'spec', '_future', '_future_ref', 'args', 'kwargs', 'description',
+                 'dependencies', 'block_task', 'backend_final', 'attempts',
+                 'upstream_blocks')
+
+    def __init__(self, uid: str, spec: _ComponentSpec, future: asyncio.Future,
+                 args: tuple, kwargs: dict, description: Dict[str, Any],
+                 dependencies: List['ComponentRecord']) -> None:
+        # Node's fields, set here rather than through super(): this runs per task.
+        self.unmet = 0
+        self.dependents = None
+        self.state = NodeState.WAITING
+        self.observer = None           # set by the engine's RunMonitor
+        self.uid = uid
+        self.spec = spec
+        self._future = future
+        self._future_ref: Optional[weakref.ref] = None
+        self.args = args
+        self.kwargs = kwargs
+        self.description = description
+        self.dependencies = dependencies
+        self.block_task: Optional[asyncio.Task] = None
+        # Unfinished blocks this component waits for, directly or not (None: none).
+        self.upstream_blocks: Optional[frozenset] = None
+        self.backend_final = False     # the backend reported a final state
+        self.attempts: Optional[_Attempts] = None
+
+    @property
+    def name(self) -> str:
+        """The decorated function's name."""
+        return self.spec.name
+
+    @property
+    def future(self) -> Optional[asyncio.Future]:
+        """The component's future; after success, None once the program dropped it."""
+        future = self._future
+        if future is None and self._future_ref is not None:
+            return self._future_ref()
+        return future
+
+    @future.setter
+    def future(self, future: asyncio.Future) -> None:
+        self._future = future
+        self._future_ref = None
+
+    def release_future(self) -> None:
+        """Keep the future (and so the result) alive only while the program does."""
+        future = self._future
+        if future is not None:
+            self._future_ref = weakref.ref(future)
+            self._future = None
+
+    def __repr__(self) -> str:
+        return f'<{self.uid} {self.spec.name} {self.state.name}>'
+
+
+class _TaskFuture(asyncio.Future):
+    """An asyncio.Future that knows the record it belongs to."""
+
+    __slots__ = ('_af_record',)
+
+    def __await__(self):
+        chain = _BLOCK_CHAIN.get()
+        if chain and not self.done():
+            record = self._af_record
+            if record in chain or (record.upstream_blocks is not None and
+                                   not record.upstream_blocks.isdisjoint(chain)):
+                raise _cycle_error(record, chain)
+        return super().__await__()
+
+    __iter__ = __await__
+
+
+def _cycle_error(record: 'ComponentRecord', chain: tuple) -> DependencyCycleError:
+    block = next((b for b in reversed(chain)
+                  if b is record or (record.upstream_blocks and b in record.upstream_blocks)),
+                 chain[-1])
+    what = 'its own result' if block is record else f"'{record.name}' ({record.uid})"
+    return DependencyCycleError(
+        f"block '{block.name}' ({block.uid}) waits for {what}, which can only finish after "
+        f"the block returns: a dependency cycle that would deadlock; do not pass a block's "
+        f"own future into the tasks it runs or awaits")
+
+
+class _ComponentsView(Mapping):
+    """``engine.components``: uid -> {'future', 'description', 'type'}."""
+
+    def __init__(self, records: Dict[str, ComponentRecord]) -> None:
+        self._records = records
+
+    def __getitem__(self, uid: str) -> Dict[str, Any]:
+        rec = self._records[uid]
+        return {'future': rec.future, 'description': rec.description,
+                'type': rec.spec.kind}
+
+    def __iter__(self) -> Iterator[str]:
+        return iter(self._records)
+
+    def __len__(self) -> int:
+        return len(self._records)
+
+
+def _describe_type(value: Any) -> str:
+    return type(value).__name__
+
+
+def _upstream_blocks(dependencies: List['ComponentRecord']) -> Optional[frozenset]:
+    """The unfinished blocks among ``dependencies`` and their own upstream blocks."""
+    found = None
+    for dep in dependencies:
+        if dep.state.is_finished:
+            continue
+        if dep.spec.kind is BLOCK or dep.upstream_blocks is not None:
+            found = set() if found is None else found
+            if dep.spec.kind is BLOCK:
+                found.add(dep)
+            if dep.upstream_blocks is not None:
+                found.update(dep.upstream_blocks)
+    return frozenset(found) if found else None
+
+
+def _resolve_one(value: Any) -> Any:
+    vtype = type(value)
+    if vtype is _TaskFuture:
+        return value.result() if value.done() else value
+    if vtype is list:
+        return [_resolve_one(v) for v in value]
+    if vtype is tuple:
+        return tuple(_resolve_one(v) for v in value)
+    return value
+
+
+def _resolve(args: tuple) -> tuple:
+    """``args`` with every finished engine future replaced by its result."""
+    for value in args:
+        vtype = type(value)
+        if vtype is _TaskFuture or vtype is list or vtype is tuple:
+            return tuple(_resolve_one(v) for v in args)
+    return args
