@@ -280,17 +280,18 @@ def test_scancel_signal_stops_in_order_and_the_same_script_resumes(
 
 def test_walltime_warning_signal_stops_before_the_walltime(
         slurm_cluster, env, tmp_path, timings):  # noqa: F811
-    # --signal=B:USR1@45 on a one-minute job: SLURM signals 45 s (give or
-    # take its 30 s event resolution) before the end
-    with timed(timings, '3: --signal=B:USR1@45 before a 1 min walltime'):
-        job_id = chain_job(tmp_path, env, '--walltime', '1', '--signal-before', '45',
-                           steps=100, pause=1.0)
-        job = slurm_cluster.wait_job(job_id, JOB_TIMEOUT)
+    # --signal=B:USR1@60 on a two-minute job: SLURM signals 60 s before the
+    # end, give or take its 30 s event resolution, so 30-90 s after the start:
+    # some of the 300 one-second steps have run by then, and not all.
+    with timed(timings, '3: --signal=B:USR1@60 before a 2 min walltime'):
+        job_id = chain_job(tmp_path, env, '--walltime', '2', '--signal-before', '60',
+                           steps=300, pause=1.0)
+        job = slurm_cluster.wait_job(job_id, 2 * JOB_TIMEOUT)
     out = output_of(tmp_path / f'chain.{job_id}.out')
     assert job.exit_code == '138:0', f'{job.state} {job.exit_code}\n{out}'
     assert job.state == 'FAILED'                  # not TIMEOUT: it stopped by itself
     assert 'received SIGUSR1' in out
-    assert 0 < len(ran(tmp_path)) < 100
+    assert 0 < len(ran(tmp_path)) < 300
 
 
 @pytest.mark.rp
