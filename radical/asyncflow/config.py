@@ -114,6 +114,11 @@ def parse_resources(value: Any, what: str, base_dir: Optional[str] = None) -> Di
                 text = handle.read()
         except OSError as exc:
             raise ConfigError(f'{what}: cannot read {path}: {exc.strerror}') from None
+    return _json_object(text, what)
+
+
+def _json_object(text: str, what: str) -> Dict[str, Any]:
+    """``text`` parsed as a JSON object; errors name ``what`` it came from."""
     try:
         resources = json.loads(text)
     except json.JSONDecodeError as exc:
@@ -131,15 +136,7 @@ def settings_from_env(environ: Optional[Mapping[str, str]] = None) -> Settings:
     if env.get(ENV_BACKEND, '').strip():
         settings.backend = check_backend(env[ENV_BACKEND], ENV_BACKEND)
     if env.get(ENV_RESOURCES, '').strip():
-        raw = env[ENV_RESOURCES].strip()
-        try:
-            resources = json.loads(raw)
-        except json.JSONDecodeError as exc:
-            raise ConfigError(f'{ENV_RESOURCES} is not valid JSON: {exc}') from None
-        if not isinstance(resources, dict):
-            raise ConfigError(f'backend resources must be a JSON object, '
-                              f'not {type(resources).__name__}')
-        settings.resources = resources
+        settings.resources = _json_object(env[ENV_RESOURCES].strip(), ENV_RESOURCES)
     if env.get(ENV_JOURNAL, '').strip():
         settings.journal = env[ENV_JOURNAL].strip()
     return settings

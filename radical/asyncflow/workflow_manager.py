@@ -677,10 +677,7 @@ class WorkflowEngine:
             for dependent in self._graph.abort(record, NodeState.FAILED):
                 if dependent.future.done():     # another failed dependency got there first
                     continue
-                dependent.future.set_exception(DependencyFailure(
-                    f"task '{dependent.name}' was not run: its dependency "
-                    f"'{record.name}' ({record.uid}) failed: {root!r}",
-                    failed_dependencies=[record.name], root_cause=root))
+                dependent.future.set_exception(_dependency_failure(dependent, record, root))
         else:
             STATS.done += 1
             released = self._graph.succeed(record)
@@ -706,9 +703,7 @@ class WorkflowEngine:
             return
         error = dep.future.exception()
         root = error.root_cause if isinstance(error, DependencyFailure) else error
-        record.future.set_exception(DependencyFailure(
-            f"task '{record.name}' was not run: its dependency '{dep.name}' "
-            f"({dep.uid}) failed: {root!r}", failed_dependencies=[dep.name], root_cause=root))
+        record.future.set_exception(_dependency_failure(record, dep, root))
 
     def _cancel_in_backend(self, record: ComponentRecord) -> None:
         if record.spec.kind is BLOCK:
@@ -919,6 +914,14 @@ class WorkflowEngine:
 
     async def __aexit__(self, *exc_info: Any) -> None:
         await self.shutdown()
+
+
+def _dependency_failure(record: ComponentRecord, dep: ComponentRecord,
+                        root: BaseException) -> DependencyFailure:
+    """What ``record`` raises when its dependency ``dep`` failed with ``root`` upstream."""
+    return DependencyFailure(
+        f"task '{record.name}' was not run: its dependency '{dep.name}' ({dep.uid}) "
+        f"failed: {root!r}", failed_dependencies=[dep.name], root_cause=root)
 
 
 def _exit_process(status: int) -> None:
