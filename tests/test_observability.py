@@ -14,7 +14,7 @@ import psutil
 import pytest
 
 from radical.asyncflow import ConcurrentExecutionBackend, WorkflowEngine
-from radical.asyncflow import _profile_writer, monitor, plot, progress
+from radical.asyncflow import _profile_sink, _profile_writer, monitor, plot, progress
 from radical.asyncflow.graph import NodeState
 
 WAIT = 30
@@ -88,7 +88,7 @@ async def failing_workflow(engine, gate=None):
 def test_state_indices_and_writer_names_follow_the_graph():
     assert [s.index for s in NodeState] == list(range(len(NodeState)))
     assert _profile_writer.STATE_NAMES == tuple(s.name for s in NodeState)
-    assert _profile_writer.MESSAGE_STATES == (NodeState.WAITING.index, NodeState.FAILED.index)
+    assert _profile_writer.READY_AT_ONCE == len(NodeState)
 
 
 async def test_state_counts_and_peak_concurrency():
@@ -285,58 +285,125 @@ async def test_profile_records_every_state_change(profiling):
     assert {r[ru.ENTITY] for r in advance} == {'task'}
 
 
-async def test_large_profile_goes_through_the_helper_process(profiling, monkeypatch):
-    monkeypatch.setattr(monitor, 'FLUSH_EVENTS', 1000)
-    monkeypatch.setattr(monitor, 'HELPER_AFTER', 2000)
-    engine = await WorkflowEngine.create(dry_run=True, progress=False)
+async def noop_run(n, chain=False, **kwargs):
+    """An engine on the Noop backend after ``n`` tasks (a chain, or independent)."""
+    engine = await WorkflowEngine.create(dry_run=True, progress=False, **kwargs)
 
     @engine.function_task
     async def noop(*deps):
         return None
 
-    n = 3000
-    futures = [noop() for _ in range(n)]
+    futures = []
+    for i in range(n):
+        futures.append(noop(futures[-1]) if chain and futures else noop())
     await asyncio.wait_for(asyncio.gather(*futures), WAIT)
-    writer = engine._monitor._writer
-    assert writer is not None, 'no helper process'
-    helper = writer._proc.pid
+    return engine
+
+
+def profile_of(engine):
+    return read_events(os.path.join(engine.work_dir, monitor.PROFILE_FILE))
+
+
+async def test_profile_goes_through_the_helper_process(profiling, monkeypatch):
+    monkeypatch.setattr(_profile_sink, 'FLUSH_VALUES', 400)       # many frames
+    n = 3000
+    engine = await noop_run(n)
+    helper = engine._monitor.profile.writer_pid
+    assert helper is not None, 'no helper process'
+    assert psutil.Process(helper).cmdline()[-5].endswith('_profile_writer.py')
     await engine.shutdown()
 
-    assert not psutil.pid_exists(helper) or \
-        psutil.Process(helper).status() == psutil.STATUS_ZOMBIE
-    events = read_events(os.path.join(engine.work_dir, monitor.PROFILE_FILE))
+    # shutdown returns once the helper wrote everything and exited
+    assert helper not in [child.pid for child in psutil.Process().children()]
+    events = profile_of(engine)
     assert len(events) == n
     assert all(list(states) == ['WAITING', 'READY', 'SUBMITTED', 'DONE']
                for states in events.values())
     assert all(states['WAITING'][1] == 'noop' for states in events.values())
-    # other tests of this session may have children of their own still exiting
-    assert helper not in [child.pid for child in psutil.Process().children()]
+    assert all(states['WAITING'][0] == states['READY'][0]           # one event, two lines
+               for states in events.values())
+
+
+async def test_batch_shares_its_submitted_time_and_dependents_their_release_time(profiling):
+    engine = await noop_run(50, chain=True)
+    await engine.shutdown()
+    events = profile_of(engine)
+    for i in range(2, 51):
+        dependency, dependent = events[f'task.{i - 1:06d}'], events[f'task.{i:06d}']
+        assert dependent['READY'][0] == dependency['DONE'][0]
+        assert dependent['WAITING'][0] <= dependent['READY'][0] <= dependent['SUBMITTED'][0]
+
+    engine = await noop_run(200)        # one batch: handed to the backend together
+    await engine.shutdown()
+    submitted = {states['SUBMITTED'] for states in profile_of(engine).values()}
+    assert len(submitted) == 1
+
+
+async def test_profile_is_complete_without_the_helper(profiling, monkeypatch, caplog):
+    def cannot_start(*args):
+        raise OSError('no processes left')
+
+    monkeypatch.setattr(_profile_sink, '_WriterProcess', cannot_start)
+    engine = await noop_run(500)
+    assert engine._monitor.profile.writer_pid is None
+    await engine.shutdown()
+    events = profile_of(engine)
+    assert len(events) == 500 and all(len(states) == 4 for states in events.values())
+
+
+async def test_profile_survives_the_helper_dying(profiling, monkeypatch):
+    monkeypatch.setattr(_profile_sink, 'FLUSH_VALUES', 400)
+    engine = await noop_run(500)
+    helper = psutil.Process(engine._monitor.profile.writer_pid)
+    helper.kill()
+    helper.wait(WAIT)
+
+    @engine.function_task
+    async def after():
+        return None
+
+    await asyncio.wait_for(asyncio.gather(*[after() for _ in range(300)]), WAIT)
+    await asyncio.wait_for(engine.shutdown(), WAIT)
+    events = profile_of(engine)
+    # what the helper had not written when it died is lost; nothing after it
+    late = [states for uid, states in events.items() if int(uid.split('.')[1]) > 500]
+    assert len(late) == 300 and all(len(states) == 4 for states in late)
 
 
 async def test_no_profile_and_no_helper_when_profiling_is_off():
-    engine = await WorkflowEngine.create(dry_run=True, progress=False)
-
-    @engine.function_task
-    async def noop():
-        return None
-
-    await asyncio.wait_for(asyncio.gather(*[noop() for _ in range(100)]), WAIT)
-    assert engine._monitor._writer is None
+    engine = await noop_run(100)
+    assert engine._monitor.profile is None
     await engine.shutdown()
     assert not os.path.exists(os.path.join(engine.work_dir, monitor.PROFILE_FILE))
 
 
 def test_format_events_matches_the_profiler_format():
     now = time.time_ns()
+    uid = 'task.000001'
     text = _profile_writer.format_events(
-        [1_000, 2_500_000], ['task.000001', 'task.000001'], [0, 5], ['work', 'boom'],
+        [1_000, uid, _profile_writer.READY_AT_ONCE, 'work',
+         2_000, ['task.000002', 'task.000003'], NodeState.SUBMITTED.index, None,
+         2_500_000, uid, NodeState.FAILED.index, 'boom'],
         now - 1_000, 'radical.asyncflow', 'MainThread', 'Noop')
-    first, second = text.splitlines()
-    assert first.split(',')[1:] == ['advance', 'radical.asyncflow', 'MainThread',
-                                    'task.000001', 'WAITING', 'work']
-    assert second.endswith(',task.000001,FAILED,boom')
-    assert abs(float(first.split(',')[0]) - now / 1e9) < 1e-5
-    assert abs(float(second.split(',')[0]) - float(first.split(',')[0]) - 0.0024990) < 2e-6
+    waiting, ready, second, third, failed = text.splitlines()
+    assert waiting.split(',')[1:] == ['advance', 'radical.asyncflow', 'MainThread',
+                                      uid, 'WAITING', 'work']
+    assert ready.split(',')[0] == waiting.split(',')[0]
+    assert ready.split(',')[4:] == [uid, 'READY', '']
+    assert second.split(',')[4:] == ['task.000002', 'SUBMITTED', 'Noop']
+    assert third.split(',')[4:] == ['task.000003', 'SUBMITTED', 'Noop']
+    assert failed.endswith(f',{uid},FAILED,boom')
+    assert abs(float(waiting.split(',')[0]) - now / 1e9) < 1e-5
+    assert abs(float(failed.split(',')[0]) - float(waiting.split(',')[0]) - 0.0024990) < 2e-6
+
+
+def test_frames_round_trip():
+    events = [5, 'task.000001', 0, 'name', 6, ['a', 'b'], 2, None]
+    frame = _profile_writer.encode_frame(events, 42)
+    size, = _profile_writer.LENGTH.unpack(frame[:_profile_writer.LENGTH.size])
+    assert size == len(frame) - _profile_writer.LENGTH.size
+    import marshal
+    assert marshal.loads(frame[_profile_writer.LENGTH.size:]) == (42, events)
 
 
 # -------------------------------------------------------------------- plot

@@ -1,68 +1,69 @@
 """Formats buffered task events as profile lines; also a helper process that does it.
 
-The engine records a state change as three flat values (time in ns, uid,
-state index).  Turning them into ``radical.utils.Profiler`` CSV lines costs a
+The engine records a state change as four flat values (time in ns, uid,
+state index, message or None).  Turning them into ``radical.utils.Profiler`` CSV lines costs a
 few hundred nanoseconds per event in Python, as much as a third of what the
-engine itself spends on a no-op task.  So a run with many events hands them,
-as raw bytes, to this module run as a helper process
-(``python -I -S _profile_writer.py PROFILE COMP THREAD BACKEND``), which
-formats and appends them to the profile on another core.  Small runs format
-in-process with the same :func:`format_events`.
+engine itself spends on a no-op task.  So the engine hands them to this
+module run as a helper process (``python -I -S _profile_writer.py PROFILE
+COMP THREAD BACKEND``), which formats and appends them to the profile on
+another core.  Without the helper, the engine formats in-process with the
+same :func:`format_events`.
 
 Only the standard library is used here: the helper starts in milliseconds.
 
-Frames on the helper's stdin: a header (events, messages, uid bytes, message
-bytes: four little-endian uint32; the clock offset: int64), the times (int64
-``perf_counter_ns`` each; plus the offset, ns since the epoch), the state
-indices (int8 each), the uids and the messages (each ``\\n``-joined UTF-8).  A header
-of zeros ends the stream; so does end of file.  Messages belong, in order, to
-the events whose state takes one (created: the task name; FAILED: the cause).
+The helper's stdin carries frames: the length of a payload (little-endian
+uint64) and the payload, ``marshal`` of ``(offset, events)`` (the engine
+runs the same interpreter, so the format matches).  ``offset`` turns the
+events' ``perf_counter_ns`` into ns since the epoch.  Events of the states
+that carry a message have one (created: the task name; FAILED: the cause),
+the others None; a uid may be a list of uids sharing the event (a batch of
+SUBMITTED tasks).  A length of zero ends the stream; so does end of file.  On stdout the helper writes :data:`STARTED` once it reads, and
+:data:`FINISHED` once everything it read is in the file.
 """
 
-import array
-import signal
+import _signal          # not ``signal``: it imports enum, 4 ms of the helper's start-up
+import marshal
+import os
 import struct
 import sys
 
-HEADER = struct.Struct('<IIIIq')
+LENGTH = struct.Struct('<Q')
+END_FRAME = LENGTH.pack(0)
+STARTED, FINISHED = b'+', b'.'
 STATE_EVENT = 'advance'
 #: NodeState names by index, as in radical.asyncflow.graph (checked by the tests).
 STATE_NAMES = ('WAITING', 'READY', 'SUBMITTED', 'RUNNING', 'DONE', 'FAILED', 'CANCELED')
-#: States whose event carries a message of its own (the others: a fixed one).
-MESSAGE_STATES = (0, 5)
+#: The state index of a component READY at creation: its WAITING and READY
+#: lines, at the same time, from one recorded event.
+READY_AT_ONCE = len(STATE_NAMES)
+#: Values per event: time, uid, state index, message (or None).
+FIELDS = 4
 _DIGITS3 = tuple('%03d' % i for i in range(1000))
 
 
-def encode_frame(times: list, uids: list, states: list, msgs: list, offset: int) -> bytes:
+def encode_frame(events: list, offset: int) -> bytes:
     """One frame of events for the helper process."""
-    uid_blob = '\n'.join(uids).encode()
-    msg_blob = '\n'.join(msgs).encode()
-    if msgs and msg_blob.count(b'\n') != len(msgs) - 1:      # a name with a line break
-        msg_blob = '\n'.join(m.replace('\n', ' ') for m in msgs).encode()
-    return b''.join((HEADER.pack(len(uids), len(msgs), len(uid_blob), len(msg_blob), offset),
-                     array.array('q', times).tobytes(), array.array('b', states).tobytes(),
-                     uid_blob, msg_blob))
+    payload = marshal.dumps((offset, events))
+    return LENGTH.pack(len(payload)) + payload
 
 
-END_FRAME = HEADER.pack(0, 0, 0, 0, 0)
-
-
-def format_events(times, uids, states, msgs, offset: int, comp: str, thread: str,
-                  backend: str) -> str:
+def format_events(events: list, offset: int, comp: str, thread: str, backend: str) -> str:
     """Profile lines (``time,advance,comp,thread,uid,STATE,msg``) of the events.
 
-    ``times`` are ns of a monotonic clock; ``offset`` turns them into ns since the epoch.
+    ``events`` is flat: time, uid, state index, message, time, ...; times are
+    ns of a monotonic clock, and ``offset`` turns them into ns since the epoch.
     """
     head = f',{STATE_EVENT},{comp},{thread},'
     suffix = tuple(f',{name},' for name in STATE_NAMES)
     # The whole ",STATE,msg\n" tail of states whose message is the same for every task.
     tails = tuple(f'{s}{backend if i == 2 else ""}\n' for i, s in enumerate(suffix))
+    waiting, ready = suffix[0], tails[1]
     digits = _DIGITS3
-    next_msg = iter(msgs).__next__
     lines = []
     append = lines.append
     base, prefix = -(1 << 62), ''       # the first event starts a new second
-    for ts, uid, index in zip(times, uids, states):
+    values = iter(events)
+    for ts, uid, index, msg in zip(values, values, values, values):
         # "seconds.micro" from integer nanoseconds: much cheaper than '%.7f'.
         delta = ts - base
         if delta >= 1_000_000_000 or delta < 0:
@@ -70,11 +71,19 @@ def format_events(times, uids, states, msgs, offset: int, comp: str, thread: str
             base, prefix = seconds * 1_000_000_000 - offset, f'{seconds}.'
             delta = ts - base
         micro = delta // 1000
-        if index and index != 5:
-            append(f'{prefix}{digits[micro // 1000]}{digits[micro % 1000]}{head}{uid}{tails[index]}')
+        if type(uid) is list:               # a batch sharing the event
+            when = f'{prefix}{digits[micro // 1000]}{digits[micro % 1000]}{head}'
+            tail = tails[index]
+            for one in uid:
+                append(f'{when}{one}{tail}')
+            continue
+        stamp = f'{prefix}{digits[micro // 1000]}{digits[micro % 1000]}{head}{uid}'
+        if index == READY_AT_ONCE:
+            append(f'{stamp}{waiting}{msg}\n{stamp}{ready}')
+        elif msg is None:
+            append(f'{stamp}{tails[index]}')
         else:
-            append(f'{prefix}{digits[micro // 1000]}{digits[micro % 1000]}{head}{uid}'
-                   f'{suffix[index]}{next_msg()}\n')
+            append(f'{stamp}{suffix[index]}{msg}\n')
     return ''.join(lines)
 
 
@@ -85,34 +94,32 @@ def _read_exactly(stream, size: int) -> bytes:
     return data
 
 
-def main(argv: list) -> int:
+def main(argv: list) -> None:
     """Helper process: append the frames read from stdin to the profile ``argv[1]``."""
     path, comp, thread, backend = argv[1:5]
     for name in ('SIGINT', 'SIGTERM', 'SIGHUP', 'SIGUSR1'):
-        sig = getattr(signal, name, None)
+        sig = getattr(_signal, name, None)
         if sig is not None:          # the engine ends the stream; a signal must not lose it
-            signal.signal(sig, signal.SIG_IGN)
-    stdin = sys.stdin.buffer
+            _signal.signal(sig, _signal.SIG_IGN)
+    stdin, stdout = sys.stdin.buffer, sys.stdout.buffer
+    stdout.write(STARTED)
+    stdout.flush()
     with open(path, 'a', encoding='utf-8') as out:
         while True:
             try:
-                n, n_msgs, uid_len, msg_len, offset = HEADER.unpack(
-                    _read_exactly(stdin, HEADER.size))
-                if n == 0:
+                size, = LENGTH.unpack(_read_exactly(stdin, LENGTH.size))
+                if size == 0:
                     break
-                times = array.array('q')
-                times.frombytes(_read_exactly(stdin, 8 * n))
-                states = array.array('b')
-                states.frombytes(_read_exactly(stdin, n))
-                uids = _read_exactly(stdin, uid_len).decode().split('\n')
-                msgs = _read_exactly(stdin, msg_len).decode().split('\n') if n_msgs else []
+                offset, events = marshal.loads(_read_exactly(stdin, size))
             except EOFError:         # the engine's process ended without saying so
                 break
-            out.write(format_events(times.tolist(), uids, states.tolist(), msgs, offset,
-                                    comp, thread, backend))
+            out.write(format_events(events, offset, comp, thread, backend))
             out.flush()
-    return 0
+    # All written: say so, and exit at once (no interpreter teardown for the engine to wait for).
+    stdout.write(FINISHED)
+    stdout.flush()
+    os._exit(0)
 
 
 if __name__ == '__main__':
-    sys.exit(main(sys.argv))
+    main(sys.argv)

@@ -3,14 +3,11 @@
 A :class:`RunMonitor` is the observer the engine puts on every component
 record: :func:`~.graph.transition` calls it after each state change.  Per
 change it adjusts two list counters, tracks the peak number of tasks in the
-backend, and (with profiling on) extends a flat list by the time
-(``perf_counter_ns``), uid and state: ints and strs only, nothing for the
-garbage collector to track.  The buffers are written out in bulk, in the CSV format of
-``radical.utils.Profiler`` that radical.analytics reads (event ``advance``,
-the state in the ``state`` column, as RADICAL-Pilot records its states),
-into the engine Profiler's own file.  Large batches are formatted by a helper
-process (:mod:`._profile_writer`) on another core, so the event loop pays
-about a hundred nanoseconds per state change.
+backend, and (with profiling on) appends the time, uid and state to the
+buffers of a :class:`~._profile_sink.ProfileSink`, which writes them in the
+CSV format of ``radical.utils.Profiler`` that radical.analytics reads (event
+``advance``, the state in the ``state`` column, as RADICAL-Pilot records its
+states) into the engine Profiler's own file, formatted on another core.
 
 Profiling follows radical.utils: it is on unless ``RADICAL_ASYNCFLOW_PROFILE``
 or ``RADICAL_PROFILE`` is ``False``/``0``/``off``.
@@ -18,17 +15,16 @@ or ``RADICAL_PROFILE`` is ``False``/``0``/``off``.
 
 from __future__ import annotations
 
-import collections
 import datetime
 import json
 import os
 import sys
-import subprocess
 import threading
 import time
 from typing import Any, Callable, Dict, List, Optional, TextIO, Tuple
 
 from . import _profile_writer
+from ._profile_sink import ProfileSink, csv_safe
 from .errors import DependencyFailure
 from .graph import NodeState
 
@@ -38,21 +34,15 @@ SUMMARY_FILE = 'asyncflow_summary.json'
 PROFILE_FILE = 'radical.asyncflow.prof'
 #: The profile event of a state change (the state is in the ``state`` column).
 STATE_EVENT = 'advance'
-#: Buffered profile events written out at once when the buffer holds this many.
-FLUSH_EVENTS = 32768
 #: Seconds between writes of the profile buffer while the loop runs.
 FLUSH_INTERVAL = 1.0
-#: Events formatted in-process before the helper process takes over: below this
-#: a run's whole profile costs some tens of ms, less than starting a process.
-HELPER_AFTER = 50_000
-#: Seconds shutdown waits for the helper process to write what it was given.
-HELPER_WAIT = 30.0
 #: Tasks named per failure cause in the summary.
 NAMES_PER_CAUSE = 5
 
 STATES: Tuple[NodeState, ...] = tuple(NodeState)
 STATE_NAMES: Tuple[str, ...] = tuple(s.name for s in STATES)
 _WAITING = NodeState.WAITING.index
+_READY = NodeState.READY.index
 _SUBMITTED = NodeState.SUBMITTED.index
 _RUNNING = NodeState.RUNNING.index
 _DONE = NodeState.DONE.index
@@ -66,6 +56,7 @@ def make_profiler(path: str) -> Any:
 
     Its clock is the host's: radical.utils would first ask an NTP server,
     which on a compute node without network stalls ``create()`` for seconds.
+    Its ``flush`` does not ``fsync`` the file.
     """
     import radical.utils as ru
 
@@ -74,7 +65,17 @@ def make_profiler(path: str) -> Any:
             now = time.time()
             return [now, now, 'sys']
 
+        def flush(self, verbose=False):
+            # No fsync: readers see the page cache, and syncing a profile of
+            # many MB would stall shutdown for tens of ms.
+            if self._enabled and self._handle is not None:
+                self._handle.flush()
+
     return LocalClockProfiler(name='radical.asyncflow', ns='radical.asyncflow', path=path)
+
+
+def _nothing(*args: Any) -> None:
+    pass
 
 
 def profiling_enabled(prof: Any) -> bool:
@@ -99,10 +100,6 @@ def failure_cause(error: Optional[BaseException]) -> str:
     return describe_error(error)
 
 
-def _csv_safe(text: str) -> str:
-    return text.replace(',', ';').replace('\n', ' ').replace('\r', ' ')
-
-
 class RunMonitor:
     """Counts, profiles and summarises the components of one engine.
 
@@ -122,44 +119,64 @@ class RunMonitor:
         self.started = time.time()
         self.stopped: Optional[float] = None
         self.summary: Optional[Dict[str, Any]] = None
-        self._events: List[Any] = []         # perf_counter_ns, uid, state index, ...
-        self._msgs: List[str] = []           # names of created, causes of FAILED events
-        self._writer: Optional[_WriterProcess] = None
-        self._written = 0                    # events flushed so far
-        self._writer_failed = False
-        self._prof = engine.prof
-        self._profiling = profiling_enabled(engine.prof)
-        self._add = self._events.extend
-        self._add_msg = self._msgs.append
-        self._thread = threading.current_thread().name
+        self.profile: Optional[ProfileSink] = None
+        if profiling_enabled(engine.prof):
+            self.profile = ProfileSink(engine.prof, threading.current_thread().name,
+                                       type(engine.backend).__name__, engine.loop, engine.log)
         self._timer: Any = None
         self.display: Any = None
         # The observers records call: closures, as their lookups are the cheapest.
-        self.on_task = self._task_observer(self._profiling)
+        self.on_task = self._task_observer(self.profile)
         self.on_block = self._on_block
+        self.created = self._creation_observer(self.profile)
+        #: ``batch_submitted(records)``: the engine hands these tasks, just
+        #: made SUBMITTED, to the backend now.  They share one profile event.
+        self.batch_submitted: Callable[[List[Any]], None] = (
+            self.profile.batch_submitted if self.profile is not None else _nothing)
 
     # ------------------------------------------------------------ hot path
 
-    def created(self, record: Any) -> None:
-        """Count a new record (state WAITING) and observe its changes from now on."""
-        if record.spec.kind is self._block_kind:
-            record.observer = self.on_block
-            self._block_counts[_WAITING] += 1
-        else:
-            record.observer = self.on_task
-            self._task_counts[_WAITING] += 1
-        if self._profiling:
-            self._add((time.perf_counter_ns(), record.uid, _WAITING))
-            self._add_msg(record.spec.name)
-            if len(self._events) >= 3 * FLUSH_EVENTS:
-                self.flush()
+    def _creation_observer(self, sink: Optional[ProfileSink]) -> Callable[[Any], None]:
+        """``created(record)``: count a new record and observe it from now on.
 
-    def _task_observer(self, traced: bool) -> Callable[[Any, NodeState, NodeState], None]:
+        Called once the record is in the graph: WAITING, or READY at once.
+        """
+        block_kind, on_task, on_block = self._block_kind, self.on_task, self.on_block
+        tasks, blocks = self._task_counts, self._block_counts
+
+        def created(record: Any) -> None:
+            if record.spec.kind is block_kind:
+                record.observer = on_block
+                blocks[record.state.index] += 1
+            else:
+                record.observer = on_task
+                tasks[record.state.index] += 1
+        if sink is None:
+            return created
+
+        add, now = sink.events.extend, time.perf_counter_ns
+        # The state recorded at creation: READY at once is one event for two lines.
+        code = [NodeState.WAITING.index, _profile_writer.READY_AT_ONCE]
+
+        def created_traced(record: Any) -> None:
+            spec = record.spec
+            index = record.state.index
+            if spec.kind is block_kind:
+                record.observer = on_block
+                blocks[index] += 1
+            else:
+                record.observer = on_task
+                tasks[index] += 1
+            add((now(), record.uid, code[index], spec.name))
+        return created_traced
+
+    def _task_observer(self, sink: Optional[ProfileSink]
+                       ) -> Callable[[Any, NodeState, NodeState], None]:
         """The observer of task records: counts, peak concurrency and (traced) the profile."""
         counts = self._task_counts
         peak = self._peak
         failed = self._failed
-        if not traced:
+        if sink is None:
             def on_task(node: Any, old: NodeState, new: NodeState) -> None:
                 counts[old.index] -= 1
                 index = new.index
@@ -172,22 +189,25 @@ class RunMonitor:
                     failed(node)
             return on_task
 
-        add, events = self._add, self._events
-        now, flush, limit = time.perf_counter_ns, self.flush, 3 * FLUSH_EVENTS
+        events, add, now = sink.events, sink.events.extend, time.perf_counter_ns
+        waiting = NodeState.WAITING
 
         def on_task_traced(node: Any, old: NodeState, new: NodeState) -> None:
             counts[old.index] -= 1
             index = new.index
             counts[index] += 1
-            add((now(), node.uid, index))
-            if index == _SUBMITTED:
+            if index == _SUBMITTED:      # recorded with its batch: see batch_submitted
                 active = counts[_SUBMITTED] + counts[_RUNNING]
                 if active > peak[0]:
                     peak[0] = active
-                if len(events) >= limit:              # bounds the buffer while tasks run
-                    flush()
-            elif index == _FAILED:
-                failed(node)
+            elif index == _READY and old is waiting and events:
+                # READY: released by the DONE of its last dependency, recorded
+                # just before in this same step.  That event's time is this one's.
+                add((events[-4], node.uid, index, None))
+            else:
+                add((now(), node.uid, index, None))
+                if index == _FAILED:
+                    failed(node)
         return on_task_traced
 
     def _on_block(self, node: Any, old: NodeState, new: NodeState) -> None:
@@ -195,8 +215,9 @@ class RunMonitor:
         counts[old.index] -= 1
         index = new.index
         counts[index] += 1
-        if self._profiling:
-            self._add((time.perf_counter_ns(), node.uid, index))
+        sink = self.profile
+        if sink is not None:
+            sink.events.extend((time.perf_counter_ns(), node.uid, index, None))
         if index == _FAILED:
             self._failed(node)
 
@@ -210,8 +231,8 @@ class RunMonitor:
         entry[0] += 1
         if len(entry[1]) < NAMES_PER_CAUSE:
             entry[1].append(f'{node.spec.name} ({node.uid})')
-        if self._profiling:
-            self._add_msg(_csv_safe(cause))     # the msg of its FAILED event, just added
+        if self.profile is not None:
+            self.profile.events[-1] = csv_safe(cause)    # the msg of its FAILED event, just added
 
     # ------------------------------------------------------------- queries
 
@@ -248,73 +269,6 @@ class RunMonitor:
         groups.sort(key=lambda g: -g['count'])
         return groups
 
-    # ------------------------------------------------------------- profile
-
-    def flush(self) -> None:
-        """Hand the buffered profile events to the writer; empties the buffers."""
-        events, msgs = self._events, self._msgs
-        count = len(events) // 3
-        if not count:
-            return
-        # perf_counter_ns to epoch ns, measured now: the clocks cannot drift within a batch.
-        offset = time.time_ns() - time.perf_counter_ns()
-        times, uids, states = events[0::3], events[1::3], events[2::3]
-        try:
-            self._written += count
-            if self._writer is None and self._written >= HELPER_AFTER \
-                    and not self._writer_failed:
-                self._writer = self._start_writer()
-            writer = self._writer
-            if writer is not None:
-                try:
-                    writer.send(_profile_writer.encode_frame(times, uids, states, msgs, offset))
-                    return
-                except OSError as exc:           # the helper died: write here from now on
-                    self._engine.log.warning('profile writer process failed: %s', exc)
-                    self._writer, self._writer_failed = None, True
-                    writer.kill()
-            self._write_here(times, uids, states, list(msgs), offset)
-        finally:
-            del events[:], msgs[:]
-
-    def _profile_args(self) -> Tuple[str, str, str, str]:
-        prof = self._prof
-        name = getattr(prof, '_name', 'radical.asyncflow')
-        return (os.path.join(prof.path, f'{name}.prof'), name, self._thread,
-                _csv_safe(type(self._engine.backend).__name__))
-
-    def _start_writer(self) -> Optional['_WriterProcess']:
-        try:
-            self._prof._open()       # the file and its header exist before the helper appends
-        except Exception:
-            pass
-        try:
-            return _WriterProcess(self._profile_args(), self._engine.loop, self._engine.log)
-        except (OSError, ValueError, AttributeError) as exc:
-            self._engine.log.warning('no profile writer process (%s): formatting in-process',
-                                     exc)
-            self._writer_failed = True
-            return None
-
-    def _write_here(self, times: list, uids: list, states: list, msgs: list,
-                    offset: int) -> None:
-        path, comp, thread, backend = self._profile_args()
-        text = _profile_writer.format_events(times, uids, states, msgs, offset,
-                                             comp, thread, backend)
-        prof = self._prof
-        try:
-            prof._open()                 # opens the file and writes its header once
-            handle = prof._handle
-        except Exception:
-            handle = None
-        if handle is None:               # not the Profiler we know: one call per event
-            for line in text.splitlines():
-                ts, event, _comp, _tid, uid, state, msg = line.split(',', 6)
-                prof.prof(event, uid=uid, state=state, msg=msg, ts=float(ts))
-            return
-        handle.write(text)
-        handle.flush()
-
     # ------------------------------------------------------------ lifetime
 
     def start(self, progress: Optional[bool]) -> None:
@@ -322,7 +276,9 @@ class RunMonitor:
         from .progress import ProgressDisplay, progress_enabled
         if progress_enabled(progress):
             self.display = ProgressDisplay(self)
-        if self.display is not None or self._profiling:
+        if self.profile is not None:
+            self.profile.start()
+        if self.display is not None or self.profile is not None:
             self._schedule()
 
     def _schedule(self) -> None:
@@ -332,8 +288,8 @@ class RunMonitor:
     def _tick(self) -> None:
         self._timer = None
         try:
-            if self._profiling:
-                self.flush()
+            if self.profile is not None:
+                self.profile.flush()
             if self.display is not None:
                 self.display.update()
         except Exception as exc:          # display/profile trouble must not stop the run
@@ -346,14 +302,11 @@ class RunMonitor:
             self._timer.cancel()
             self._timer = None
         self.stopped = time.time()
-        if self._profiling:
+        if self.profile is not None:
             try:
-                self.flush()
+                self.profile.close()
             except Exception as exc:
                 self._engine.log.warning('writing the profile failed: %s', exc)
-            writer, self._writer = self._writer, None
-            if writer is not None:
-                writer.close(HELPER_WAIT)
         display, self.display = self.display, None
         if display is not None:
             display.close()
@@ -392,8 +345,7 @@ class RunMonitor:
             'peak_concurrency': self.peak_concurrency,
             'throughput_per_s': round(finished / wall, 3) if wall > 0 else None,
             'failures': self.failures(),
-            'profile': (os.path.join(self._prof.path, PROFILE_FILE)
-                        if self._profiling else None),
+            'profile': self.profile.path if self.profile is not None else None,
             'interrupted_by': _signal_name(exit_signal),
         }
         return summary
@@ -451,84 +403,3 @@ def format_summary(summary: Dict[str, Any]) -> str:
 def print_summary(summary: Dict[str, Any], file: Optional[TextIO] = None) -> None:
     """Print :func:`format_summary` (to stderr by default)."""
     print(format_summary(summary), file=file or sys.stderr, flush=True)
-
-
-class _WriterProcess:
-    """The helper process that formats profile frames (see :mod:`._profile_writer`).
-
-    Frames go down a non-blocking pipe; what the pipe does not take at once
-    is written when the event loop finds it writable, so the loop never
-    waits for the helper.  Only :meth:`close` blocks, to let it finish.
-    """
-
-    def __init__(self, args: Tuple[str, str, str, str], loop: Any, log: Any) -> None:
-        self._proc = subprocess.Popen(
-            [sys.executable, '-I', '-S', _profile_writer.__file__, *args],
-            stdin=subprocess.PIPE, stdout=subprocess.DEVNULL)
-        self._fd = self._proc.stdin.fileno()
-        os.set_blocking(self._fd, False)
-        self._loop = loop
-        self._log = log
-        self._pending: collections.deque = collections.deque()
-        self._watching = False
-
-    def send(self, frame: bytes) -> None:
-        """Queue one frame and write as much as the pipe takes now."""
-        self._pending.append(memoryview(frame))
-        if not self._watching:
-            self._drain()
-
-    def _drain(self) -> None:
-        pending = self._pending
-        try:
-            while pending:
-                head = pending[0]
-                try:
-                    written = os.write(self._fd, head)
-                except BlockingIOError:
-                    written = 0
-                if written < len(head):
-                    pending[0] = head[written:]
-                    if not self._watching:
-                        self._loop.add_writer(self._fd, self._drain)
-                        self._watching = True
-                    return
-                pending.popleft()
-        except OSError as exc:               # the helper died; its part of the profile is lost
-            self._log.warning('profile writer process failed: %s', exc)
-            pending.clear()
-        if self._watching:
-            self._loop.remove_writer(self._fd)
-            self._watching = False
-
-    def close(self, timeout: float) -> None:
-        """Write what is queued, end the stream, and wait for the helper to finish."""
-        if self._watching:
-            self._loop.remove_writer(self._fd)
-            self._watching = False
-        try:
-            os.set_blocking(self._fd, True)
-            for chunk in self._pending:
-                self._proc.stdin.write(chunk)
-            self._pending.clear()
-            self._proc.stdin.write(_profile_writer.END_FRAME)
-            self._proc.stdin.close()
-        except OSError as exc:
-            self._log.warning('profile writer process failed: %s', exc)
-        try:
-            self._proc.wait(timeout)
-        except subprocess.TimeoutExpired:
-            self._log.warning('profile writer process did not finish in %ss: stopped', timeout)
-            self.kill()
-
-    def kill(self) -> None:
-        """Stop the helper at once (it was not needed, or it failed)."""
-        if self._watching:
-            self._loop.remove_writer(self._fd)
-            self._watching = False
-        try:
-            self._proc.stdin.close()
-        except OSError:
-            pass
-        self._proc.kill()
-        self._proc.wait()

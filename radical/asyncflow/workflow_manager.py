@@ -348,7 +348,6 @@ class WorkflowEngine:
         # The engine's callback runs in the engine's context: no per-future copy.
         future.add_done_callback(self._done_cb, context=self._context)
         self._records[uid] = record
-        self._monitor.created(record)
         spec.calls += 1
         if policy is not DEFAULT_POLICY or self._journal is not None:
             record.attempts = _Attempts(
@@ -360,10 +359,14 @@ class WorkflowEngine:
                 chain = _BLOCK_CHAIN.get()
                 if chain and not upstream.isdisjoint(chain):
                     self._graph.add(record, ())
+                    self._monitor.created(record)
                     future.set_exception(_cycle_error(record, chain))
                     return future
 
         blocker = self._graph.add(record, record.dependencies)
+        # Counted (and observed from now on) in the state add() left it in:
+        # READY at once, or WAITING.
+        self._monitor.created(record)
         if blocker is not None:
             self._finish_after_dependency(record, blocker)
         elif record.state is NodeState.READY:
@@ -445,6 +448,7 @@ class WorkflowEngine:
                         and not self.backend.reports_running:
                     self._arm_timeout(record)      # no RUNNING report will come
         if tasks:
+            self._monitor.batch_submitted(tasks)
             await self._submit_to_backend(tasks)
 
     async def _submit_to_backend(self, records: List[ComponentRecord]) -> None:

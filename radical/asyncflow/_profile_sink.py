@@ -1,0 +1,272 @@
+"""Where the task profile goes: a flat event buffer, written out in bulk.
+
+A state change is recorded as one ``extend`` of a flat list by the time
+(``perf_counter_ns``), uid, state index and message (or None): a hundred
+nanoseconds or so.  Tasks handed to the backend together share one
+SUBMITTED event, whose uid is the list of their uids.  Turning
+events into ``radical.utils.Profiler`` CSV lines costs a few hundred
+nanoseconds each, as much as the engine spends on a no-op task, so a helper
+process (:mod:`._profile_writer`), started with the engine, formats them on
+another core: the buffer goes to it as raw bytes every :data:`FLUSH_EVENTS`
+events, and shutdown waits only for the tail.  If the helper cannot start
+or dies, events are formatted in-process.
+"""
+
+from __future__ import annotations
+
+import collections
+import os
+import select
+import subprocess
+import sys
+import time
+from typing import Any, List, Optional, Tuple
+
+from . import _profile_writer
+
+SUBMITTED = _profile_writer.STATE_NAMES.index('SUBMITTED')
+#: Buffered events worth a frame for the helper (some 30 KB): small enough
+#: that the helper's part of shutdown, formatting the last frame, is short.
+FLUSH_EVENTS = 512
+FLUSH_VALUES = FLUSH_EVENTS * _profile_writer.FIELDS
+#: Bytes the pipe to the helper should hold (Linux allows 1 MiB by default).
+PIPE_SIZE = 1 << 20
+#: Seconds closing waits for the helper to write what it was given.
+HELPER_WAIT = 30.0
+
+
+def csv_safe(text: str) -> str:
+    """``text`` fit for one field of a profile line."""
+    return text.replace(',', ';').replace('\n', ' ').replace('\r', ' ')
+
+
+class ProfileSink:
+    """Buffers a run's state-change events and appends them to the profile.
+
+    The recording side extends :attr:`events` by ``(perf_counter_ns, uid,
+    state index, message or None)`` per event (see :mod:`._profile_writer`);
+    :meth:`flush` hands them to the writer and empties the list in place, so
+    its bound methods stay valid.
+    """
+
+    def __init__(self, prof: Any, thread: str, backend: str, loop: Any, log: Any) -> None:
+        self.events: List[Any] = []
+        self._prof = prof
+        name = getattr(prof, '_name', 'radical.asyncflow')
+        self._args = (os.path.join(prof.path, f'{name}.prof'), name, thread, csv_safe(backend))
+        self._loop = loop
+        self._log = log
+        self._writer: Optional[_WriterProcess] = None
+
+    @property
+    def path(self) -> str:
+        """The profile file."""
+        return self._args[0]
+
+    @property
+    def writer_pid(self) -> Optional[int]:
+        """The helper process's pid (None: events are formatted in-process)."""
+        return self._writer.pid if self._writer is not None else None
+
+    def start(self) -> None:
+        """Start the helper process; without it, :meth:`flush` formats in-process."""
+        try:
+            self._prof._open()        # the file and its header exist before the helper appends
+        except Exception:
+            pass
+        try:
+            self._writer = _WriterProcess(self._args, self._loop, self._log)
+        except (OSError, ValueError, AttributeError) as exc:
+            self._log.warning('no profile writer process (%s): formatting in-process', exc)
+
+    def batch_submitted(self, records: List[Any]) -> None:
+        """Record the tasks being handed to the backend together as SUBMITTED now.
+
+        They share one event, a clock reading per batch.  This also hands a
+        frame's worth of events to the writer: once per batch, as a check
+        per state change would cost more than recording it.
+        """
+        events = self.events
+        if len(records) == 1:
+            events.extend((time.perf_counter_ns(), records[0].uid, SUBMITTED, None))
+        else:
+            events.extend((time.perf_counter_ns(), [r.uid for r in records], SUBMITTED, None))
+        if len(events) >= FLUSH_VALUES:
+            self.flush()
+
+    def flush(self) -> None:
+        """Hand the buffered events to the writer; empties the buffer."""
+        events = self.events
+        if not events:
+            return
+        # perf_counter_ns to epoch ns, measured now: the clocks cannot drift within a batch.
+        offset = time.time_ns() - time.perf_counter_ns()
+        try:
+            writer = self._writer
+            if writer is not None:
+                try:
+                    writer.send(_profile_writer.encode_frame(events, offset))
+                    return
+                except OSError as exc:           # the helper died: write here from now on
+                    self._log.warning('profile writer process failed: %s', exc)
+                    self._writer = None
+                    writer.kill()
+            self._write_here(events, offset)
+        finally:
+            del events[:]
+
+    def close(self) -> None:
+        """Write everything out; returns once the profile file is complete."""
+        writer = self._writer
+        if writer is not None and not writer.sent and not writer.started():
+            # A short run: formatting the few events here is quicker than
+            # waiting for the helper to start.
+            self._writer = None
+            writer.kill()
+        self.flush()
+        writer, self._writer = self._writer, None
+        if writer is not None:
+            writer.close(HELPER_WAIT)
+
+    def _write_here(self, events: list, offset: int) -> None:
+        path, comp, thread, backend = self._args
+        text = _profile_writer.format_events(events, offset, comp, thread, backend)
+        prof = self._prof
+        try:
+            prof._open()                 # opens the file and writes its header once
+            handle = prof._handle
+        except Exception:
+            handle = None
+        if handle is None:               # not the Profiler we know: one call per event
+            for line in text.splitlines():
+                ts, event, _comp, _tid, uid, state, msg = line.split(',', 6)
+                prof.prof(event, uid=uid, state=state, msg=msg, ts=float(ts))
+            return
+        handle.write(text)
+        handle.flush()
+
+
+def _widen_pipe(fd: int) -> None:
+    """Let the pipe hold whole frames: the loop may not come back to it for a while."""
+    try:
+        import fcntl
+        with open('/proc/sys/fs/pipe-max-size') as handle:
+            size = min(int(handle.read()), PIPE_SIZE)
+        fcntl.fcntl(fd, fcntl.F_SETPIPE_SZ, size)
+    except (ImportError, AttributeError, OSError, ValueError):
+        pass                          # not Linux: frames wait for the loop, as they may
+
+
+class _WriterProcess:
+    """The helper process that formats profile frames (see :mod:`._profile_writer`).
+
+    Frames go down a non-blocking pipe; what the pipe does not take at once
+    is written when the event loop finds it writable, so the loop never
+    waits for the helper.  Only :meth:`close` blocks, to let it finish.
+    """
+
+    def __init__(self, args: Tuple[str, str, str, str], loop: Any, log: Any) -> None:
+        self._proc = subprocess.Popen(
+            [sys.executable, '-I', '-S', _profile_writer.__file__, *args],
+            stdin=subprocess.PIPE, stdout=subprocess.PIPE)
+        self.pid = self._proc.pid
+        self._fd = self._proc.stdin.fileno()
+        self._replies = self._proc.stdout.fileno()
+        os.set_blocking(self._fd, False)
+        _widen_pipe(self._fd)
+        self._loop = loop
+        self._log = log
+        self._pending: collections.deque = collections.deque()
+        self._watching = False
+        self._started = False
+        self._failure: Optional[OSError] = None
+        #: Whether a frame was given to the helper.
+        self.sent = False
+
+    def started(self) -> bool:
+        """Whether the helper is up and reading (it says so on stdout)."""
+        if not self._started and select.select([self._replies], [], [], 0)[0]:
+            self._started = os.read(self._replies, 1) == _profile_writer.STARTED
+        return self._started
+
+    def send(self, frame: bytes) -> None:
+        """Queue one frame and write as much as the pipe takes now.
+
+        Raises OSError if the helper died: this frame is not taken, and the
+        frames it had not written yet are lost.
+        """
+        if self._failure is not None:
+            raise self._failure
+        self.sent = True
+        self._pending.append(memoryview(frame))
+        if not self._watching:
+            self._drain()
+        if self._failure is not None:
+            raise self._failure
+
+    def _drain(self) -> None:
+        pending = self._pending
+        try:
+            while pending:
+                head = pending[0]
+                try:
+                    written = os.write(self._fd, head)
+                except BlockingIOError:
+                    written = 0
+                if written < len(head):
+                    pending[0] = head[written:]
+                    if not self._watching:
+                        self._loop.add_writer(self._fd, self._drain)
+                        self._watching = True
+                    return
+                pending.popleft()
+        except OSError as exc:               # the helper died; what it had not written is lost
+            self._failure = exc
+            pending.clear()
+        self._unwatch()
+
+    def _unwatch(self) -> None:
+        if self._watching:
+            self._loop.remove_writer(self._fd)
+            self._watching = False
+
+    def close(self, timeout: float) -> None:
+        """Write what is queued, end the stream, and wait until the helper wrote it all."""
+        self._unwatch()
+        proc = self._proc
+        try:
+            os.set_blocking(self._fd, True)
+            for chunk in self._pending:
+                proc.stdin.write(chunk)
+            self._pending.clear()
+            proc.stdin.write(_profile_writer.END_FRAME)
+            proc.stdin.close()
+        except OSError as exc:
+            self._log.warning('profile writer process failed: %s', exc)
+        deadline = time.monotonic() + timeout
+        reply = b''
+        while _profile_writer.FINISHED not in reply:
+            left = deadline - time.monotonic()
+            if left <= 0 or not select.select([self._replies], [], [], left)[0]:
+                self._log.warning('profile writer process did not finish in %ss: stopped',
+                                  timeout)
+                self.kill()
+                return
+            chunk = os.read(self._replies, 2)
+            if not chunk:                    # it died; what it had not written is lost
+                self._log.warning('profile writer process ended early (exit %s)', proc.wait())
+                break
+            reply += chunk
+        proc.stdout.close()
+        proc.wait()           # it calls os._exit right after FINISHED (or died)
+
+    def kill(self) -> None:
+        """Stop the helper at once (it failed, is not needed, or did not finish in time)."""
+        self._unwatch()
+        for stream in (self._proc.stdin, self._proc.stdout):
+            try:
+                stream.close()
+            except OSError:
+                pass
+        self._proc.kill()
+        self._proc.wait()
