@@ -25,10 +25,13 @@ from typing import Any, List, Optional, Tuple
 from . import _profile_writer
 
 SUBMITTED = _profile_writer.STATE_NAMES.index('SUBMITTED')
-#: Buffered events worth a frame for the helper (some 30 KB): small enough
-#: that the helper's part of shutdown, formatting the last frame, is short.
-FLUSH_EVENTS = 512
+#: A frame goes to the helper once this many events are buffered and
+#: FLUSH_GAP_NS passed since the last: each frame wakes the helper, which
+#: costs tens of microseconds on a virtual machine, and the events left for
+#: shutdown (formatted while the helper finishes) stay a few ms' worth.
+FLUSH_EVENTS = 1024
 FLUSH_VALUES = FLUSH_EVENTS * _profile_writer.FIELDS
+FLUSH_GAP_NS = 10_000_000
 #: Bytes the pipe to the helper should hold (Linux allows 1 MiB by default).
 PIPE_SIZE = 1 << 20
 #: Seconds closing waits for the helper to write what it was given.
@@ -57,6 +60,7 @@ class ProfileSink:
         self._loop = loop
         self._log = log
         self._writer: Optional[_WriterProcess] = None
+        self._flushed = time.perf_counter_ns()     # when the last frame went out
 
     @property
     def path(self) -> str:
@@ -86,12 +90,12 @@ class ProfileSink:
         frame's worth of events to the writer: once per batch, as a check
         per state change would cost more than recording it.
         """
-        events = self.events
+        events, now = self.events, time.perf_counter_ns()
         if len(records) == 1:
-            events.extend((time.perf_counter_ns(), records[0].uid, SUBMITTED, None))
+            events.extend((now, records[0].uid, SUBMITTED, None))
         else:
-            events.extend((time.perf_counter_ns(), [r.uid for r in records], SUBMITTED, None))
-        if len(events) >= FLUSH_VALUES:
+            events.extend((now, [r.uid for r in records], SUBMITTED, None))
+        if len(events) >= FLUSH_VALUES and now - self._flushed >= FLUSH_GAP_NS:
             self.flush()
 
     def flush(self) -> None:
@@ -100,7 +104,8 @@ class ProfileSink:
         if not events:
             return
         # perf_counter_ns to epoch ns, measured now: the clocks cannot drift within a batch.
-        offset = time.time_ns() - time.perf_counter_ns()
+        self._flushed = time.perf_counter_ns()
+        offset = time.time_ns() - self._flushed
         try:
             writer = self._writer
             if writer is not None:
@@ -117,20 +122,29 @@ class ProfileSink:
 
     def close(self) -> None:
         """Write everything out; returns once the profile file is complete."""
-        writer = self._writer
+        writer, self._writer = self._writer, None
         if writer is not None and not writer.sent and not writer.started():
             # A short run: formatting the few events here is quicker than
             # waiting for the helper to start.
-            self._writer = None
             writer.kill()
-        self.flush()
-        writer, self._writer = self._writer, None
+            writer = None
         if writer is not None:
-            writer.close(HELPER_WAIT)
+            writer.end()
+        # The last events are formatted here while the helper finishes what
+        # it was given (both cores work), and appended once it has.
+        events, self.events = self.events, []
+        text = self._format(events) if events else ''
+        if writer is not None:
+            writer.wait(HELPER_WAIT)
+        if text:
+            self._append(text)
 
-    def _write_here(self, events: list, offset: int) -> None:
-        path, comp, thread, backend = self._args
-        text = _profile_writer.format_events(events, offset, comp, thread, backend)
+    def _format(self, events: list) -> str:
+        offset = time.time_ns() - time.perf_counter_ns()
+        _path, comp, thread, backend = self._args
+        return _profile_writer.format_events(events, offset, comp, thread, backend)
+
+    def _append(self, text: str) -> None:
         prof = self._prof
         try:
             prof._open()                 # opens the file and writes its header once
@@ -144,6 +158,10 @@ class ProfileSink:
             return
         handle.write(text)
         handle.flush()
+
+    def _write_here(self, events: list, offset: int) -> None:
+        _path, comp, thread, backend = self._args
+        self._append(_profile_writer.format_events(events, offset, comp, thread, backend))
 
 
 def _widen_pipe(fd: int) -> None:
@@ -230,8 +248,8 @@ class _WriterProcess:
             self._loop.remove_writer(self._fd)
             self._watching = False
 
-    def close(self, timeout: float) -> None:
-        """Write what is queued, end the stream, and wait until the helper wrote it all."""
+    def end(self) -> None:
+        """Write what is queued and end the stream (blocking until the pipe took it)."""
         self._unwatch()
         proc = self._proc
         try:
@@ -243,6 +261,10 @@ class _WriterProcess:
             proc.stdin.close()
         except OSError as exc:
             self._log.warning('profile writer process failed: %s', exc)
+
+    def wait(self, timeout: float) -> None:
+        """Wait until the helper wrote everything it was given, and exited."""
+        proc = self._proc
         deadline = time.monotonic() + timeout
         reply = b''
         while _profile_writer.FINISHED not in reply:

@@ -205,6 +205,7 @@ class WorkflowEngine:
         self._run_task = self.loop.create_task(self.run(), name='asyncflow-run')
         self._submit_task = self.loop.create_task(self.submit(), name='asyncflow-submit')
         self.prof.prof('engine_start', uid='engine')
+        self.prof.flush()        # in the file before the profile writer process appends
         self.log.info('engine started on %s (work_dir %s)', type(self.backend).__name__,
                       self.work_dir)
 
