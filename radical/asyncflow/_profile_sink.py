@@ -7,9 +7,10 @@ SUBMITTED event, whose uid is the list of their uids.  Turning
 events into ``radical.utils.Profiler`` CSV lines costs a few hundred
 nanoseconds each, as much as the engine spends on a no-op task, so a helper
 process (:mod:`._profile_writer`), started with the engine, formats them on
-another core: the buffer goes to it as raw bytes every :data:`FLUSH_EVENTS`
-events, and shutdown waits only for the tail.  If the helper cannot start
-or dies, events are formatted in-process.
+another core: the buffer goes to it as one ``marshal`` frame per submitted
+batch, at most every :data:`FLUSH_GAP_NS`, and at shutdown the engine formats
+the last events itself while the helper finishes.  If the helper cannot
+start or dies, events are formatted in-process.
 """
 
 from __future__ import annotations
@@ -139,8 +140,9 @@ class ProfileSink:
         if text:
             self._append(text)
 
-    def _format(self, events: list) -> str:
-        offset = time.time_ns() - time.perf_counter_ns()
+    def _format(self, events: list, offset: Optional[int] = None) -> str:
+        if offset is None:
+            offset = time.time_ns() - time.perf_counter_ns()
         _path, comp, thread, backend = self._args
         return _profile_writer.format_events(events, offset, comp, thread, backend)
 
@@ -160,8 +162,7 @@ class ProfileSink:
         handle.flush()
 
     def _write_here(self, events: list, offset: int) -> None:
-        _path, comp, thread, backend = self._args
-        self._append(_profile_writer.format_events(events, offset, comp, thread, backend))
+        self._append(self._format(events, offset))
 
 
 def _widen_pipe(fd: int) -> None:
