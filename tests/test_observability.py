@@ -15,6 +15,7 @@ import pytest
 
 from radical.asyncflow import ConcurrentExecutionBackend, WorkflowEngine
 from radical.asyncflow import _profile_sink, _profile_writer, monitor, plot, progress
+from radical.asyncflow import workflow_manager
 from radical.asyncflow.graph import NodeState
 
 WAIT = 30
@@ -306,10 +307,13 @@ def profile_of(engine):
 
 async def test_profile_goes_through_the_helper_process(profiling, monkeypatch):
     monkeypatch.setattr(_profile_sink, 'FLUSH_VALUES', 400)       # many frames
+    monkeypatch.setattr(_profile_sink, 'FLUSH_GAP_NS', 0)
+    monkeypatch.setattr(workflow_manager, 'SUBMIT_BATCH', 50)
     n = 3000
     engine = await noop_run(n)
     helper = engine._monitor.profile.writer_pid
     assert helper is not None, 'no helper process'
+    assert engine._monitor.profile._writer.sent
     assert psutil.Process(helper).cmdline()[-5].endswith('_profile_writer.py')
     await engine.shutdown()
 
@@ -351,8 +355,20 @@ async def test_profile_is_complete_without_the_helper(profiling, monkeypatch, ca
     assert len(events) == 500 and all(len(states) == 4 for states in events.values())
 
 
+async def test_short_run_formats_in_place_if_the_helper_is_not_up_yet(profiling, monkeypatch):
+    monkeypatch.setattr(_profile_sink._WriterProcess, 'started', lambda self: False)
+    engine = await noop_run(100)
+    helper = psutil.Process(engine._monitor.profile.writer_pid)
+    assert not engine._monitor.profile._writer.sent
+    await engine.shutdown()
+    assert not helper.is_running() or helper.status() == psutil.STATUS_ZOMBIE
+    events = profile_of(engine)
+    assert len(events) == 100 and all(len(states) == 4 for states in events.values())
+
+
 async def test_profile_survives_the_helper_dying(profiling, monkeypatch):
     monkeypatch.setattr(_profile_sink, 'FLUSH_VALUES', 400)
+    monkeypatch.setattr(_profile_sink, 'FLUSH_GAP_NS', 0)
     engine = await noop_run(500)
     helper = psutil.Process(engine._monitor.profile.writer_pid)
     helper.kill()
