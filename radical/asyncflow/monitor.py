@@ -103,9 +103,10 @@ def failure_cause(error: Optional[BaseException]) -> str:
 class RunMonitor:
     """Counts, profiles and summarises the components of one engine.
 
-    ``created(record)`` is called once per new record (and attaches the
-    monitor as the record's observer); every later state change reaches it
-    through :func:`~.graph.transition`.
+    ``created(record)`` is called once per new record, after the graph took
+    it (it attaches the monitor as the record's observer); every later state
+    change reaches it through :func:`~.graph.transition`, except that the
+    engine reports a submitted batch once, with ``batch_submitted(records)``.
     """
 
     def __init__(self, engine: Any) -> None:
