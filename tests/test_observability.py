@@ -366,6 +366,23 @@ async def test_short_run_formats_in_place_if_the_helper_is_not_up_yet(profiling,
     assert len(events) == 100 and all(len(states) == 4 for states in events.values())
 
 
+async def test_forked_children_let_go_of_the_helper_pipe(profiling):
+    engine = await noop_run(10)
+    profile_writer = engine._monitor.profile._writer
+    pipe = os.fstat(profile_writer._fd)
+    pid = os.fork()
+    if pid == 0:                      # the child: its copy must not be the pipe any more
+        try:
+            os._exit(0 if (os.fstat(profile_writer._fd).st_ino != pipe.st_ino) else 3)
+        except BaseException:
+            os._exit(4)
+    _, status = os.waitpid(pid, 0)
+    assert os.waitstatus_to_exitcode(status) == 0
+    assert os.fstat(profile_writer._fd).st_ino == pipe.st_ino      # the parent's is untouched
+    await engine.shutdown()
+    assert len(profile_of(engine)) == 10
+
+
 async def test_profile_survives_the_helper_dying(profiling, monkeypatch):
     monkeypatch.setattr(_profile_sink, 'FLUSH_VALUES', 400)
     monkeypatch.setattr(_profile_sink, 'FLUSH_GAP_NS', 0)

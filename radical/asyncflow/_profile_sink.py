@@ -21,6 +21,7 @@ import select
 import subprocess
 import sys
 import time
+import weakref
 from typing import Any, List, Optional, Tuple
 
 from . import _profile_writer
@@ -165,6 +166,32 @@ class ProfileSink:
         self._append(self._format(events, offset))
 
 
+#: The helpers of this process, for the fork hook below.
+_LIVE_WRITERS: 'weakref.WeakSet[_WriterProcess]' = weakref.WeakSet()
+_fork_hook_registered = False
+
+
+def _detach_writers_in_child() -> None:
+    """After fork: the child lets go of the helpers' pipes.
+
+    Else a forked pool worker would hold the helper's stdin open, and a
+    helper whose engine was killed would wait for that worker to end.  The
+    fds point at /dev/null instead of being closed, so the child's copies of
+    the pipe objects still close cleanly.
+    """
+    null = os.open(os.devnull, os.O_RDWR)
+    try:
+        for writer in list(_LIVE_WRITERS):
+            for fd in (writer._fd, writer._replies):
+                try:
+                    os.dup2(null, fd)
+                except OSError:
+                    pass
+        _LIVE_WRITERS.clear()
+    finally:
+        os.close(null)
+
+
 def _widen_pipe(fd: int) -> None:
     """Let the pipe hold whole frames: the loop may not come back to it for a while."""
     try:
@@ -199,6 +226,11 @@ class _WriterProcess:
         self._watching = False
         self._started = False
         self._failure: Optional[OSError] = None
+        global _fork_hook_registered
+        if not _fork_hook_registered and hasattr(os, 'register_at_fork'):
+            os.register_at_fork(after_in_child=_detach_writers_in_child)
+            _fork_hook_registered = True
+        _LIVE_WRITERS.add(self)
         #: Whether a frame was given to the helper.
         self.sent = False
 
