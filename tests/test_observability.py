@@ -16,6 +16,8 @@ import pytest
 from radical.asyncflow import ConcurrentExecutionBackend, WorkflowEngine
 from radical.asyncflow import _profile_sink, _profile_writer, monitor, plot, progress
 from radical.asyncflow import workflow_manager
+
+from helpers import alive
 from radical.asyncflow.graph import NodeState
 
 WAIT = 30
@@ -313,12 +315,17 @@ async def test_profile_goes_through_the_helper_process(profiling, monkeypatch):
     engine = await noop_run(n)
     helper = engine._monitor.profile.writer_pid
     assert helper is not None, 'no helper process'
-    assert engine._monitor.profile._writer.sent
+    writer, buffer = engine._monitor.profile._writer, engine._monitor.profile.events
+    assert writer.sent
     assert psutil.Process(helper).cmdline()[-5].endswith('_profile_writer.py')
     await engine.shutdown()
 
     # shutdown returns once the helper wrote everything and exited
     assert helper not in [child.pid for child in psutil.Process().children()]
+    # its fds are closed and may be reused: the fork hook must leave them alone
+    assert writer not in _profile_sink._LIVE_WRITERS
+    # emptied in place: the observers' bound methods still reach it
+    assert engine._monitor.profile.events is buffer and not buffer
     events = profile_of(engine)
     assert len(events) == n
     assert all(list(states) == ['WAITING', 'READY', 'SUBMITTED', 'DONE']
@@ -361,7 +368,7 @@ async def test_short_run_formats_in_place_if_the_helper_is_not_up_yet(profiling,
     helper = psutil.Process(engine._monitor.profile.writer_pid)
     assert not engine._monitor.profile._writer.sent
     await engine.shutdown()
-    assert not helper.is_running() or helper.status() == psutil.STATUS_ZOMBIE
+    assert not alive(helper.pid)
     events = profile_of(engine)
     assert len(events) == 100 and all(len(states) == 4 for states in events.values())
 

@@ -118,7 +118,7 @@ class ProfileSink:
                     self._log.warning('profile writer process failed: %s', exc)
                     self._writer = None
                     writer.kill()
-            self._write_here(events, offset)
+            self._append(self._format(events, offset))
         finally:
             del events[:]
 
@@ -134,8 +134,8 @@ class ProfileSink:
             writer.end()
         # The last events are formatted here while the helper finishes what
         # it was given (both cores work), and appended once it has.
-        events, self.events = self.events, []
-        text = self._format(events) if events else ''
+        text = self._format(self.events) if self.events else ''
+        del self.events[:]
         if writer is not None:
             writer.wait(HELPER_WAIT)
         if text:
@@ -161,9 +161,6 @@ class ProfileSink:
             return
         handle.write(text)
         handle.flush()
-
-    def _write_here(self, events: list, offset: int) -> None:
-        self._append(self._format(events, offset))
 
 
 #: The helpers of this process, for the fork hook below.
@@ -284,6 +281,7 @@ class _WriterProcess:
     def end(self) -> None:
         """Write what is queued and end the stream (blocking until the pipe took it)."""
         self._unwatch()
+        _LIVE_WRITERS.discard(self)          # its stdin fd is closed below, and may be reused
         proc = self._proc
         try:
             os.set_blocking(self._fd, True)
@@ -318,6 +316,7 @@ class _WriterProcess:
     def kill(self) -> None:
         """Stop the helper at once (it failed, is not needed, or did not finish in time)."""
         self._unwatch()
+        _LIVE_WRITERS.discard(self)
         for stream in (self._proc.stdin, self._proc.stdout):
             try:
                 stream.close()

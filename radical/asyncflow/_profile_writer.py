@@ -1,9 +1,9 @@
 """Formats buffered task events as profile lines; also a helper process that does it.
 
 The engine records a state change as four flat values (time in ns, uid,
-state index, message or None).  Turning them into ``radical.utils.Profiler`` CSV lines costs a
-few hundred nanoseconds per event in Python, as much as a third of what the
-engine itself spends on a no-op task.  So the engine hands them to this
+state index, message or None).  Turning them into ``radical.utils.Profiler``
+CSV lines costs a few hundred nanoseconds per event in Python, as much as a
+third of what the engine itself spends on a no-op task.  So the engine hands them to this
 module run as a helper process (``python -I -S _profile_writer.py PROFILE
 COMP THREAD BACKEND``), which formats and appends them to the profile on
 another core.  Without the helper, the engine formats in-process with the
@@ -17,7 +17,8 @@ runs the same interpreter, so the format matches).  ``offset`` turns the
 events' ``perf_counter_ns`` into ns since the epoch.  Events of the states
 that carry a message have one (created: the task name; FAILED: the cause),
 the others None; a uid may be a list of uids sharing the event (a batch of
-SUBMITTED tasks).  A length of zero ends the stream; so does end of file.  On stdout the helper writes :data:`STARTED` once it reads, and
+SUBMITTED tasks).  A length of zero ends the stream; so does end of file.
+On stdout the helper writes :data:`STARTED` once it reads, and
 :data:`FINISHED` once everything it read is in the file.
 """
 
@@ -71,19 +72,17 @@ def format_events(events: list, offset: int, comp: str, thread: str, backend: st
             base, prefix = seconds * 1_000_000_000 - offset, f'{seconds}.'
             delta = ts - base
         micro = delta // 1000
+        when = f'{prefix}{digits[micro // 1000]}{digits[micro % 1000]}{head}'
         if type(uid) is list:               # a batch sharing the event
-            when = f'{prefix}{digits[micro // 1000]}{digits[micro % 1000]}{head}'
             tail = tails[index]
             for one in uid:
                 append(f'{when}{one}{tail}')
-            continue
-        stamp = f'{prefix}{digits[micro // 1000]}{digits[micro % 1000]}{head}{uid}'
-        if index == READY_AT_ONCE:
-            append(f'{stamp}{waiting}{msg}\n{stamp}{ready}')
+        elif index == READY_AT_ONCE:
+            append(f'{when}{uid}{waiting}{msg}\n{when}{uid}{ready}')
         elif msg is None:
-            append(f'{stamp}{tails[index]}')
+            append(f'{when}{uid}{tails[index]}')
         else:
-            append(f'{stamp}{suffix[index]}{msg}\n')
+            append(f'{when}{uid}{suffix[index]}{msg}\n')
     return ''.join(lines)
 
 
