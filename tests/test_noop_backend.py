@@ -49,7 +49,7 @@ async def test_reports_every_task_done():
     await backend.submit_tasks(tasks)
     done = backend.get_task_states_map().DONE
     assert reports == [(t['uid'], done) for t in tasks]
-    assert all(t['stdout'] == '' and t['return_value'] is None for t in tasks)
+    assert all(t['stdout'] == '' and t.get('return_value') is None for t in tasks)
 
 
 async def test_dry_run_does_not_run_function_bodies(dry):

@@ -161,7 +161,7 @@ async def test_summary_file_and_printout(capsys):
     causes = {g['cause']: g for g in summary['failures']}
     assert causes['ValueError: bad value']['count'] == 3
     assert sorted(causes['ValueError: bad value']['tasks']) == [
-        'boom (task.000007)', 'boom (task.000008)', 'boom (task.000009)']
+        f'boom ({f._af_record.uid})' for f in futures[6:9]]
     assert causes["KeyError: 'missing'"]['count'] == 1
     upstream = causes['DependencyFailure (upstream ValueError: bad value)']
     assert upstream['count'] == 2 and upstream['tasks'][0].startswith('after (')
@@ -270,15 +270,16 @@ async def test_profile_records_every_state_change(profiling):
     path = os.path.join(engine.work_dir, monitor.PROFILE_FILE)
     events = read_events(path)
     assert len(events) == 12
-    first = events['task.000001']
+    uid = [f._af_record.uid for f in futures]        # uids are numbered process-wide
+    first = events[uid[0]]
     assert list(first) == ['WAITING', 'READY', 'SUBMITTED', 'RUNNING', 'DONE']
     assert first['WAITING'][1] == 'ok'                                 # the task name
     assert first['SUBMITTED'][1] == 'ConcurrentExecutionBackend'
     times = [t for t, _ in first.values()]
     assert times == sorted(times) and abs(times[0] - time.time()) < 60
-    assert events['task.000007']['FAILED'][1] == 'ValueError: bad value'
-    assert events['task.000012']['FAILED'][1].startswith('DependencyFailure (upstream')
-    assert 'SUBMITTED' not in events['task.000012']                   # never ran
+    assert events[uid[6]]['FAILED'][1] == 'ValueError: bad value'
+    assert events[uid[11]]['FAILED'][1].startswith('DependencyFailure (upstream')
+    assert 'SUBMITTED' not in events[uid[11]]                         # never ran
     assert engine.summary['profile'] == path
 
     import radical.utils as ru                    # the reader radical.analytics uses
@@ -339,14 +340,16 @@ async def test_batch_shares_its_submitted_time_and_dependents_their_release_time
     engine = await noop_run(50, chain=True)
     await engine.shutdown()
     events = profile_of(engine)
-    for i in range(2, 51):
-        dependency, dependent = events[f'task.{i - 1:06d}'], events[f'task.{i:06d}']
+    uids = list(engine.components)                    # in the order of creation: the chain
+    for i in range(1, 50):
+        dependency, dependent = events[uids[i - 1]], events[uids[i]]
         assert dependent['READY'][0] == dependency['DONE'][0]
         assert dependent['WAITING'][0] <= dependent['READY'][0] <= dependent['SUBMITTED'][0]
 
     engine = await noop_run(200)        # one batch: handed to the backend together
     await engine.shutdown()
-    submitted = {states['SUBMITTED'] for states in profile_of(engine).values()}
+    events = profile_of(engine)
+    submitted = {events[uid]['SUBMITTED'] for uid in engine.components}
     assert len(submitted) == 1
 
 
@@ -394,6 +397,7 @@ async def test_profile_survives_the_helper_dying(profiling, monkeypatch):
     monkeypatch.setattr(_profile_sink, 'FLUSH_VALUES', 400)
     monkeypatch.setattr(_profile_sink, 'FLUSH_GAP_NS', 0)
     engine = await noop_run(500)
+    early = set(engine.components)
     helper = psutil.Process(engine._monitor.profile.writer_pid)
     helper.kill()
     helper.wait(WAIT)
@@ -406,7 +410,7 @@ async def test_profile_survives_the_helper_dying(profiling, monkeypatch):
     await asyncio.wait_for(engine.shutdown(), WAIT)
     events = profile_of(engine)
     # what the helper had not written when it died is lost; nothing after it
-    late = [states for uid, states in events.items() if int(uid.split('.')[1]) > 500]
+    late = [states for uid, states in events.items() if uid not in early]
     assert len(late) == 300 and all(len(states) == 4 for states in late)
 
 

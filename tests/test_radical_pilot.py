@@ -104,25 +104,40 @@ async def test_pilot_and_session_are_where_asked(backend, flow):
         (rp.DONE, rp.FAILED, rp.CANCELED, rp.AGENT_EXECUTING)
 
 
-async def test_states_are_reported_through_the_callback(backend, flow):
-    seen = []
-    engine_cb = backend._callback_func
+class RecordingReporter:
+    """A reporter that remembers what it was told, in order, and wakes a waiter."""
 
-    def recorder(task, state, service_callback=None):
-        seen.append((task['uid'], state))
-        engine_cb(task, state)
+    def __init__(self, loop):
+        self.loop = loop
+        self.seen = []
+        self.final = asyncio.Event()
 
-    backend.register_callback(recorder)
+    def _note(self, what, spec, value=None):
+        self.seen.append((what, spec.uid, value))
+        if what in ('done', 'failed', 'cancelled'):
+            self.loop.call_soon_threadsafe(self.final.set)
 
-    @flow.executable_task
-    async def hello():
-        return 'echo hello'
+    def running(self, spec):
+        self._note('running', spec)
 
-    fut = hello()
-    assert await run(fut) == 'hello\n'
-    states = [s for _, s in seen]
-    assert rp.AGENT_EXECUTING in states and states[-1] == rp.DONE
-    assert states.index(rp.AGENT_EXECUTING) < states.index(rp.DONE)
+    def done(self, spec, result):
+        self._note('done', spec, result)
+
+    def failed(self, spec, error):
+        self._note('failed', spec, error)
+
+    def cancelled(self, spec):
+        self._note('cancelled', spec)
+
+
+async def test_states_are_reported_through_the_reporter(backend):
+    from radical.asyncflow.backends.execution.spec import spec_from_dict
+    reporter = RecordingReporter(asyncio.get_running_loop())
+    spec = spec_from_dict({'uid': 'direct.000001', 'name': 'hello', 'executable': 'echo hello'})
+    await backend.submit([spec], reporter)
+    await run(reporter.final.wait())
+    assert [what for what, _, _ in reporter.seen] == ['running', 'done']
+    assert reporter.seen[-1][2].stdout == 'hello\n'
 
 
 # ------------------------------------------------------------ executables
@@ -377,6 +392,81 @@ async def test_cancel_a_queued_and_a_running_task(backend, flow):
 
 
 # ---------------------------------------------------------------- shutdown
+
+# ------------------------------------------------------- one pilot, engines
+
+async def _cancel_two_sleepers(engine):
+    @engine.executable_task
+    async def sleeper():
+        return 'sleep 30'
+
+    futures = [sleeper(), sleeper()]
+    loop = asyncio.get_running_loop()
+    deadline = loop.time() + WAIT
+    while engine.state_counts()['RUNNING'] < 2:
+        assert loop.time() < deadline, 'the sleepers did not start'
+        await asyncio.sleep(0.2)
+    for future in futures:
+        future.cancel()
+    return futures
+
+
+async def test_engines_one_after_another_on_one_pilot(backend):
+    for round_ in range(3):
+        first = await WorkflowEngine.create(backend=backend, progress=False)
+        cancelled = await _cancel_two_sleepers(first)
+        await run(first.shutdown(skip_execution_backend=True))
+        assert all(f.cancelled() for f in cancelled)
+
+        second = await WorkflowEngine.create(backend=backend, progress=False)
+
+        @second.executable_task
+        async def late(n):
+            return f'sleep 1 && echo {n}'
+
+        @second.function_task
+        async def square(n):
+            return n * n
+
+        numbers = [100 * round_ + i for i in range(2)]
+        assert await run(asyncio.gather(*[late(n) for n in numbers])) == \
+            [f'{n}\n' for n in numbers]
+        assert await run(asyncio.gather(*[square(n) for n in numbers])) == \
+            [n * n for n in numbers]
+        await run(second.shutdown(skip_execution_backend=True))
+        # the cancelled sleepers' reports reached the first engine only, which dropped them
+        loop = asyncio.get_running_loop()
+        deadline = loop.time() + WAIT
+        while first._outcomes.dropped < len(cancelled):
+            assert loop.time() < deadline, 'the cancellations were never reported'
+            await asyncio.sleep(0.2)
+        assert second._outcomes.dropped == 0
+
+
+async def test_two_engines_at_once_on_one_pilot(backend):
+    engines = [await WorkflowEngine.create(backend=backend, progress=False) for _ in range(2)]
+    totals = []
+    for k, engine in enumerate(engines):
+        @engine.function_task
+        async def square(n):
+            return n * n
+
+        @engine.executable_task
+        async def shout(n):
+            return f'echo {n}'
+
+        @engine.function_task
+        async def add(*values):
+            return sum(int(v) for v in values)
+
+        base = 10 * k
+        totals.append(add(*[square(base + i) for i in range(3)],
+                          *[shout(base + i) for i in range(3)]))
+    assert await run(asyncio.gather(*totals)) == \
+        [sum((10 * k + i) ** 2 + 10 * k + i for i in range(3)) for k in range(2)]
+    for engine in engines:
+        await run(engine.shutdown(skip_execution_backend=True))
+
 
 async def test_shutdown_leaves_nothing(backend):
     sid = backend.rp_session.uid

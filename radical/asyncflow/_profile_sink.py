@@ -25,6 +25,8 @@ import weakref
 from typing import Any, List, Optional, Tuple
 
 from . import _profile_writer
+from .process_wide import at_fork_in_child
+from .radical_compat import profiler_file
 
 SUBMITTED = _profile_writer.STATE_NAMES.index('SUBMITTED')
 #: A frame goes to the helper once this many events are buffered and
@@ -76,10 +78,7 @@ class ProfileSink:
 
     def start(self) -> None:
         """Start the helper process; without it, :meth:`flush` formats in-process."""
-        try:
-            self._prof._open()        # the file and its header exist before the helper appends
-        except Exception:
-            pass
+        profiler_file(self._prof)     # the file and its header exist before the helper appends
         try:
             self._writer = _WriterProcess(self._args, self._loop, self._log)
         except (OSError, ValueError, AttributeError) as exc:
@@ -149,11 +148,7 @@ class ProfileSink:
 
     def _append(self, text: str) -> None:
         prof = self._prof
-        try:
-            prof._open()                 # opens the file and writes its header once
-            handle = prof._handle
-        except Exception:
-            handle = None
+        handle = profiler_file(prof)     # opens the file and writes its header once
         if handle is None:               # not the Profiler we know: one call per event
             for line in text.splitlines():
                 ts, event, _comp, _tid, uid, state, msg = line.split(',', 6)
@@ -165,7 +160,6 @@ class ProfileSink:
 
 #: The helpers of this process, for the fork hook below.
 _LIVE_WRITERS: 'weakref.WeakSet[_WriterProcess]' = weakref.WeakSet()
-_fork_hook_registered = False
 
 
 def _detach_writers_in_child() -> None:
@@ -223,10 +217,7 @@ class _WriterProcess:
         self._watching = False
         self._started = False
         self._failure: Optional[OSError] = None
-        global _fork_hook_registered
-        if not _fork_hook_registered and hasattr(os, 'register_at_fork'):
-            os.register_at_fork(after_in_child=_detach_writers_in_child)
-            _fork_hook_registered = True
+        at_fork_in_child(_detach_writers_in_child)
         _LIVE_WRITERS.add(self)
         #: Whether a frame was given to the helper.
         self.sent = False

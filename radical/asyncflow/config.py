@@ -45,13 +45,15 @@ import os
 from dataclasses import dataclass, field
 from typing import Any, Dict, List, Mapping, Optional
 
+from .backends import registry
+from .journal import ENV_JOURNAL
+
 ENV_BACKEND = 'RADICAL_ASYNCFLOW_BACKEND'
 ENV_RESOURCES = 'RADICAL_ASYNCFLOW_RESOURCES'
-ENV_JOURNAL = 'RADICAL_ASYNCFLOW_JOURNAL'
 ENV_CONFIG = 'RADICAL_ASYNCFLOW_CONFIG'
 
-BACKEND_NAMES = ('concurrent', 'dask', 'radical', 'noop')
-CONCURRENT_KEYS = ('max_workers', 'executor')
+#: The names --backend and RADICAL_ASYNCFLOW_BACKEND take (the backend registry's).
+BACKEND_NAMES = registry.names()
 
 #: Keys of a config file's ``[submit]`` table and their types.
 SUBMIT_KEYS: Dict[str, type] = {
@@ -197,7 +199,7 @@ def _typed(table: Dict[str, Any], key: str, kind: type, where: str) -> Any:
     return value
 
 
-# ------------------------------------------------------------ default backend
+# ------------------------------------------------------------ configured backend
 
 @dataclass
 class BackendConfig:
@@ -226,52 +228,7 @@ def configured_backend(environ: Optional[Mapping[str, str]] = None) -> Optional[
     return BackendConfig(settings.backend, settings.resources or {})
 
 
-def build_backend(cfg: BackendConfig):
-    """A (not yet initialised) backend for ``cfg``."""
-    resources = dict(cfg.resources)
-    if cfg.name == 'noop':
-        from .backends.execution.noop import NoopExecutionBackend
-        return NoopExecutionBackend()
-    if cfg.name == 'concurrent':
-        from concurrent.futures import ProcessPoolExecutor, ThreadPoolExecutor
-        from .backends.execution.concurrent import ConcurrentExecutionBackend
-        unknown = sorted(set(resources) - set(CONCURRENT_KEYS))
-        if unknown:
-            raise ValueError(f'unknown concurrent backend resource '
-                             f'{", ".join(map(repr, unknown))}: use '
-                             f'{", ".join(CONCURRENT_KEYS)}')
-        kind = resources.pop('executor', 'thread')
-        workers = resources.pop('max_workers', None)
-        if kind not in ('thread', 'process'):
-            raise ValueError(f"concurrent backend executor must be 'thread' or 'process', "
-                             f"not {kind!r}")
-        pool = (ThreadPoolExecutor if kind == 'thread' else ProcessPoolExecutor)(
-            max_workers=workers)
-        return ConcurrentExecutionBackend(pool)
-    if cfg.name == 'dask':
-        from .backends.execution.dask_parallel import DaskExecutionBackend
-        return DaskExecutionBackend(resources)
-    from .backends.execution.radical_pilot import RadicalExecutionBackend
-    raptor = resources.pop('raptor_config', None)
-    if str(resources.get('resource', '')).startswith('asyncflow.'):
-        from .batch import install_rp_resource_configs
-        install_rp_resource_configs()
-    return RadicalExecutionBackend(resources, raptor_config=raptor)
-
-
-async def create_default_backend():
-    """Build and initialise the configured backend, or raise RuntimeError."""
-    cfg = configured_backend()
-    if cfg is None:
-        raise RuntimeError(
-            'WorkflowEngine.create() got no backend and none is configured: pass one '
-            '(backend=await ConcurrentExecutionBackend(ThreadPoolExecutor())), use '
-            f'dry_run=True, set {ENV_BACKEND}=concurrent|dask|radical|noop (or name a config '
-            f'file in {ENV_CONFIG}), or run the driver with radical-asyncflow-run')
-    return await build_backend(cfg).initialize()
-
-
 __all__: List[str] = [
     'ENV_BACKEND', 'ENV_RESOURCES', 'ENV_JOURNAL', 'ENV_CONFIG', 'BACKEND_NAMES', 'Settings',
-    'ConfigError', 'BackendConfig', 'configured_backend', 'build_backend',
-    'create_default_backend', 'load_config_file', 'settings_from_env', 'parse_resources']
+    'ConfigError', 'BackendConfig', 'configured_backend', 'load_config_file',
+    'settings_from_env', 'parse_resources']

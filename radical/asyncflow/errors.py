@@ -31,25 +31,28 @@ class DependencyFailure(AsyncFlowError):
 class TaskExecutionError(AsyncFlowError, RuntimeError):
     """An executable task exited non-zero.
 
-    Carries the command, its exit code and the (possibly truncated) stderr.
+    Carries the command, its exit code, the (possibly truncated) stderr and
+    what it wrote to stdout.
     """
 
     def __init__(self, message: str, *, task_name: str = '', command: str = '',
-                 exit_code: Optional[int] = None, stderr: str = '') -> None:
+                 exit_code: Optional[int] = None, stderr: str = '', stdout: str = '') -> None:
         super().__init__(message)
         self.task_name = task_name
         self.command = command
         self.exit_code = exit_code
         self.stderr = stderr
+        self.stdout = stdout
 
     def __reduce__(self):
         return (_rebuild_execution_error,
-                (str(self), self.task_name, self.command, self.exit_code, self.stderr))
+                (str(self), self.task_name, self.command, self.exit_code, self.stderr,
+                 self.stdout))
 
 
-def _rebuild_execution_error(message, task_name, command, exit_code, stderr):
+def _rebuild_execution_error(message, task_name, command, exit_code, stderr, stdout=''):
     return TaskExecutionError(message, task_name=task_name, command=command,
-                              exit_code=exit_code, stderr=stderr)
+                              exit_code=exit_code, stderr=stderr, stdout=stdout)
 
 
 class BackendError(AsyncFlowError, RuntimeError):

@@ -27,6 +27,8 @@ from typing import Any, Callable, Iterable, List, Optional, Tuple
 from .data import File
 from .errors import AsyncFlowError
 
+#: The environment variable naming the journal of a run (``radical-asyncflow-run --resume``).
+ENV_JOURNAL = 'RADICAL_ASYNCFLOW_JOURNAL'
 APPLICATION_ID = 0x41464A31     # 'AFJ1': marks the file as ours
 SCHEMA_VERSION = 1
 MAX_BATCH = 1000                # rows per commit at most

@@ -27,6 +27,9 @@ from . import _profile_writer
 from ._profile_sink import ProfileSink, csv_safe
 from .errors import DependencyFailure
 from .graph import NodeState
+from .radical_compat import local_clock_profiler
+from .progress import ProgressDisplay, format_duration, progress_enabled
+from .records import BLOCK
 
 #: The summary file written into the engine's work_dir at shutdown.
 SUMMARY_FILE = 'asyncflow_summary.json'
@@ -59,19 +62,7 @@ def make_profiler(path: str) -> Any:
     Its ``flush`` does not ``fsync`` the file.
     """
     import radical.utils as ru
-
-    class LocalClockProfiler(ru.Profiler):
-        def _timestamp_init(self):
-            now = time.time()
-            return [now, now, 'sys']
-
-        def flush(self, verbose=False):
-            # No fsync: readers see the page cache, and syncing a profile of
-            # many MB would stall shutdown for tens of ms.
-            if self._enabled and self._handle is not None:
-                self._handle.flush()
-
-    return LocalClockProfiler(name='radical.asyncflow', ns='radical.asyncflow', path=path)
+    return local_clock_profiler(ru, name='radical.asyncflow', ns='radical.asyncflow', path=path)
 
 
 def _nothing(*args: Any) -> None:
@@ -109,10 +100,13 @@ class RunMonitor:
     engine reports a submitted batch once, with ``batch_submitted(records)``.
     """
 
-    def __init__(self, engine: Any) -> None:
-        from .workflow_manager import BLOCK      # the engine module imports this one
+    def __init__(self, loop: Any, log: Any, profiler: Any, backend_name: str,
+                 work_dir: str) -> None:
         self._block_kind = BLOCK
-        self._engine = engine
+        self._loop = loop
+        self._log = log
+        self.backend_name = backend_name
+        self.work_dir = work_dir
         self._task_counts = [0] * len(STATES)
         self._block_counts = [0] * len(STATES)
         self._peak = [0]                     # the most tasks SUBMITTED or RUNNING at once
@@ -121,9 +115,9 @@ class RunMonitor:
         self.stopped: Optional[float] = None
         self.summary: Optional[Dict[str, Any]] = None
         self.profile: Optional[ProfileSink] = None
-        if profiling_enabled(engine.prof):
-            self.profile = ProfileSink(engine.prof, threading.current_thread().name,
-                                       type(engine.backend).__name__, engine.loop, engine.log)
+        if profiling_enabled(profiler):
+            self.profile = ProfileSink(profiler, threading.current_thread().name,
+                                       backend_name, loop, log)
         self._timer: Any = None
         self.display: Any = None
         # The observers records call: closures, as their lookups are the cheapest.
@@ -274,7 +268,6 @@ class RunMonitor:
 
     def start(self, progress: Optional[bool]) -> None:
         """Start the live display (unless switched off) and the periodic profile writes."""
-        from .progress import ProgressDisplay, progress_enabled
         if progress_enabled(progress):
             self.display = ProgressDisplay(self)
         if self.profile is not None:
@@ -284,7 +277,7 @@ class RunMonitor:
 
     def _schedule(self) -> None:
         interval = self.display.interval if self.display is not None else FLUSH_INTERVAL
-        self._timer = self._engine.loop.call_later(interval, self._tick)
+        self._timer = self._loop.call_later(interval, self._tick)
 
     def _tick(self) -> None:
         self._timer = None
@@ -294,7 +287,7 @@ class RunMonitor:
             if self.display is not None:
                 self.display.update()
         except Exception as exc:          # display/profile trouble must not stop the run
-            self._engine.log.warning('progress/profile update failed: %s', exc)
+            self._log.warning('progress/profile update failed: %s', exc)
         self._schedule()
 
     def stop(self, exit_signal: Optional[int] = None) -> Dict[str, Any]:
@@ -307,19 +300,19 @@ class RunMonitor:
             try:
                 self.profile.close()
             except Exception as exc:
-                self._engine.log.warning('writing the profile failed: %s', exc)
+                self._log.warning('writing the profile failed: %s', exc)
         display, self.display = self.display, None
         if display is not None:
             display.close()
         self.summary = self.build_summary(exit_signal)
-        path = os.path.join(self._engine.work_dir, SUMMARY_FILE)
+        path = os.path.join(self.work_dir, SUMMARY_FILE)
         try:
             with open(path, 'w', encoding='utf-8') as handle:
                 json.dump(self.summary, handle, indent=1)
                 handle.write('\n')
             self.summary['summary_file'] = path
         except OSError as exc:
-            self._engine.log.warning('could not write %s: %s', path, exc)
+            self._log.warning('could not write %s: %s', path, exc)
         if display is not None:
             print_summary(self.summary, file=sys.stderr)
         return self.summary
@@ -333,8 +326,8 @@ class RunMonitor:
         states = self.state_counts()
         finished = self.finished
         summary = {
-            'backend': type(self._engine.backend).__name__,
-            'work_dir': self._engine.work_dir,
+            'backend': self.backend_name,
+            'work_dir': self.work_dir,
             'started': _iso(self.started),
             'stopped': _iso(stopped),
             'wall_time_s': round(wall, 6),
@@ -364,14 +357,6 @@ def _signal_name(sig: Optional[int]) -> Optional[str]:
         return signal.Signals(sig).name
     except ValueError:
         return str(sig)
-
-
-def format_duration(seconds: Optional[float]) -> str:
-    """``H:MM:SS`` (or ``-`` for an unknown duration)."""
-    if seconds is None or seconds != seconds or seconds == float('inf'):
-        return '-'
-    seconds = int(round(seconds))
-    return f'{seconds // 3600}:{seconds % 3600 // 60:02d}:{seconds % 60:02d}'
 
 
 def format_summary(summary: Dict[str, Any]) -> str:

@@ -17,7 +17,6 @@ import sys
 import time
 from typing import Any, Optional
 
-from .monitor import format_duration
 
 ENV_PROGRESS = 'RADICAL_ASYNCFLOW_PROGRESS'
 ENV_INTERVAL = 'RADICAL_ASYNCFLOW_PROGRESS_INTERVAL'
@@ -46,6 +45,14 @@ def plain_interval() -> float:
     except ValueError:
         return PLAIN_INTERVAL
     return value if value > 0 else PLAIN_INTERVAL
+
+
+def format_duration(seconds: Optional[float]) -> str:
+    """``H:MM:SS`` (or ``-`` for an unknown duration)."""
+    if seconds is None or seconds != seconds or seconds == float('inf'):
+        return '-'
+    seconds = int(round(seconds))
+    return f'{seconds // 3600}:{seconds % 3600 // 60:02d}:{seconds % 60:02d}'
 
 
 def _is_terminal(stream: Any) -> bool:

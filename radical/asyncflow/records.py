@@ -13,8 +13,9 @@ import contextvars
 import enum
 import weakref
 from collections.abc import Mapping
-from typing import Any, Callable, Dict, Iterator, List, Optional
+from typing import Any, Callable, Dict, Iterator, List, Optional, Tuple
 
+from .backends.execution.spec import TaskType
 from .errors import DependencyCycleError
 from .graph import Node, NodeState
 from .policy import DEFAULT_POLICY, TaskPolicy
@@ -25,13 +26,6 @@ class ComponentType(str, enum.Enum):
 
     TASK = 'task'
     BLOCK = 'block'
-
-
-class TaskType(str, enum.Enum):
-    """How a task runs: a Python function, or the shell command it returns."""
-
-    FUNCTION = 'function'
-    EXECUTABLE = 'executable'
 
 
 TASK = ComponentType.TASK
@@ -80,13 +74,14 @@ class _Attempts:
 class ComponentRecord(Node):
     """The engine's record of one task or block (a graph node)."""
 
-    __slots__ = ('uid', 'spec', '_future', '_future_ref', 'args', 'kwargs', 'description',
+    __slots__ = ('uid', 'spec', '_future', '_future_ref', 'args', 'kwargs', 'options', 'files',
                  'dependencies', 'block_task', 'backend_final', 'attempts',
-                 'upstream_blocks')
+                 'upstream_blocks', 'task_spec', 'route')
 
     def __init__(self, uid: str, spec: _ComponentSpec, future: asyncio.Future,
-                 args: tuple, kwargs: dict, description: Dict[str, Any],
-                 dependencies: List['ComponentRecord']) -> None:
+                 args: tuple, kwargs: dict, options: Dict[str, Any],
+                 dependencies: List['ComponentRecord'],
+                 files: Optional[Tuple[Tuple[str, ...], Tuple[str, ...]]] = None) -> None:
         # Node's fields, set here rather than through super(): this runs per task.
         self.unmet = 0
         self.dependents = None
@@ -98,13 +93,20 @@ class ComponentRecord(Node):
         self._future_ref: Optional[weakref.ref] = None
         self.args = args
         self.kwargs = kwargs
-        self.description = description
+        #: The merged task_description keys meant for the backend.
+        self.options = options
+        #: (InputFile names, OutputFile names) among the arguments, or None.
+        self.files = files
         self.dependencies = dependencies
         self.block_task: Optional[asyncio.Task] = None
         # Unfinished blocks this component waits for, directly or not (None: none).
         self.upstream_blocks: Optional[frozenset] = None
         self.backend_final = False     # the backend reported a final state
         self.attempts: Optional[_Attempts] = None
+        #: The TaskSpec of the attempt in the backend (None before and after).
+        self.task_spec: Any = None
+        #: Where the task runs (a route of the engine; None: the default backend).
+        self.route: Any = None
 
     @property
     def name(self) -> str:
@@ -171,14 +173,33 @@ class _ComponentsView(Mapping):
 
     def __getitem__(self, uid: str) -> Dict[str, Any]:
         rec = self._records[uid]
-        return {'future': rec.future, 'description': rec.description,
-                'type': rec.spec.kind}
+        return {'future': rec.future, 'description': task_dict(rec), 'type': rec.spec.kind}
 
     def __iter__(self) -> Iterator[str]:
         return iter(self._records)
 
     def __len__(self) -> int:
         return len(self._records)
+
+
+def task_dict(record: ComponentRecord) -> Dict[str, Any]:
+    """The task dict of the dict protocol for ``record``, made anew (a view, not state)."""
+    spec = record.spec
+    running = record.task_spec
+    inputs, outputs = record.files or ((), ())
+    return {
+        'uid': record.uid,
+        'name': spec.name,
+        'function': spec.func if spec.task_type is not TaskType.EXECUTABLE else None,
+        'executable': running.command if running is not None else None,
+        'args': record.args or (),
+        'kwargs': record.kwargs or {},
+        'is_service': spec.is_service,
+        'async': True,
+        'attempt': record.attempts.attempt if record.attempts is not None else 1,
+        'metadata': {'input_files': list(inputs), 'output_files': list(outputs)},
+        'task_backend_specific_kwargs': dict(record.options),
+    }
 
 
 def _describe_type(value: Any) -> str:

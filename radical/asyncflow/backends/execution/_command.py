@@ -13,9 +13,10 @@ import string
 import subprocess
 import threading
 from dataclasses import dataclass
-from typing import Any, Dict, List, Optional
+from typing import Any, Dict, List, Mapping, Optional
 
 from ...errors import TaskExecutionError
+from .spec import CommandResult, TaskSpec
 
 #: Bytes of stderr kept for the error message of a failed command.
 STDERR_TAIL = 8192
@@ -30,10 +31,9 @@ class CommandSpec:
     cwd: Optional[str] = None
 
     @classmethod
-    def from_task(cls, task: Dict[str, Any]) -> 'CommandSpec':
-        """Build from a task dict: ``pre_exec``, ``environment``, ``sandbox``/``cwd``."""
-        opts = task.get('task_backend_specific_kwargs') or {}
-        command = task['executable']
+    def build(cls, command: str, opts: Mapping[str, Any]) -> 'CommandSpec':
+        """``command`` with the options that shape it: ``pre_exec``,
+        ``environment``/``env``, ``sandbox``/``cwd``."""
         pre_exec: List[str] = opts.get('pre_exec') or []
         if isinstance(pre_exec, str):
             pre_exec = [pre_exec]
@@ -47,14 +47,8 @@ class CommandSpec:
         return cls(command, env, cwd)
 
 
-@dataclass
-class CommandResult:
-    """What a finished command left behind."""
-
-    exit_code: int
-    stdout: str
-    stderr: str            # the tail, at most STDERR_TAIL bytes
-    stderr_size: int       # the full size in bytes
+#: The task_description keys :meth:`CommandSpec.build` reads.
+COMMAND_OPTIONS = ('pre_exec', 'environment', 'env', 'sandbox', 'cwd')
 
 
 class _Tail:
@@ -235,16 +229,16 @@ def _size(nbytes: int) -> str:
     return f'{nbytes} B'
 
 
-def command_failure(task: Dict[str, Any], result: CommandResult) -> TaskExecutionError:
+def command_failure(task: TaskSpec, result: CommandResult) -> TaskExecutionError:
     """The error for a command that exited non-zero, naming the task."""
-    name = task.get('name', task.get('uid'))
+    name = task.name
     stderr = result.stderr.strip()
     if result.stderr_size > STDERR_TAIL:
         stderr = (f'[stderr truncated: last {_size(STDERR_TAIL)} of '
                   f'{_size(result.stderr_size)}]\n{stderr}')
-    message = (f"executable task '{name}' ({task.get('uid')}) exited with code "
-               f"{result.exit_code}: {task.get('executable')!r}")
+    message = (f"executable task '{name}' ({task.uid}) exited with code "
+               f"{result.exit_code}: {task.command!r}")
     if stderr:
         message += f'\nstderr:\n{stderr}'
-    return TaskExecutionError(message, task_name=str(name), command=str(task.get('executable')),
-                              exit_code=result.exit_code, stderr=stderr)
+    return TaskExecutionError(message, task_name=str(name), command=str(task.command),
+                              exit_code=result.exit_code, stderr=stderr, stdout=result.stdout)

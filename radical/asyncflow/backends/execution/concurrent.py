@@ -13,33 +13,35 @@ import asyncio
 import functools
 import inspect
 from concurrent.futures import Executor, ProcessPoolExecutor, ThreadPoolExecutor
-from typing import Any, Dict, List, Optional
+from typing import Any, Dict, List, Optional, Sequence
 
 from ...constants import StateMapper
 from ._command import CommandSpec, command_failure, run_command
 from ._functions import FunctionRef
 from ._process_pool import SupervisedProcessPool
-from .base import BaseExecutionBackend, Session, SharedFileSystemMixin, TaskDict
-
-StateMapper.register_backend_states_with_defaults('concurrent')
+from .base import ExecutionBackend, Session
+from .spec import Reporter, TaskSpec
 
 #: Seconds shutdown() waits for functions still running in the executor.
 SHUTDOWN_WAIT = 10.0
 
 
-class ConcurrentExecutionBackend(SharedFileSystemMixin, BaseExecutionBackend):
+class ConcurrentExecutionBackend(ExecutionBackend):
     """Local execution on a ThreadPoolExecutor or ProcessPoolExecutor."""
 
+    _NATIVE = True
     reports_running = True
 
-    def __init__(self, executor: Executor) -> None:
+    def __init__(self, executor: Executor, *, name: Optional[str] = None) -> None:
         if isinstance(executor, type):
             raise TypeError(f'ConcurrentExecutionBackend needs an executor instance, not the '
                             f'class {executor.__name__}: pass e.g. {executor.__name__}(4)')
         if not isinstance(executor, (ThreadPoolExecutor, ProcessPoolExecutor)):
             raise TypeError(f'ConcurrentExecutionBackend needs a ThreadPoolExecutor or '
                             f'ProcessPoolExecutor, not {type(executor).__name__}')
+        self._name = name
         self.session = Session()
+        StateMapper.register_backend_states_with_defaults('concurrent')
         self._states = StateMapper('concurrent')
         self._running: Dict[str, asyncio.Task] = {}
         self._stopped = False
@@ -56,64 +58,53 @@ class ConcurrentExecutionBackend(SharedFileSystemMixin, BaseExecutionBackend):
         """The executor in use (a replacement, after a process pool broke)."""
         return self._pool.executor if self._pool is not None else self._executor
 
-    @property
-    def _uses_processes(self) -> bool:
-        return self._pool is not None
-
-    async def submit_tasks(self, tasks: List[TaskDict]) -> None:
+    async def submit(self, tasks: Sequence[TaskSpec], reporter: Reporter) -> None:
         if self._stopped:
             raise RuntimeError('ConcurrentExecutionBackend has been shut down')
         loop = asyncio.get_running_loop()
         for task in tasks:
-            runner = loop.create_task(self._execute(task), name=task['uid'])
-            self._running[task['uid']] = runner
-            runner.add_done_callback(functools.partial(self._forget, task['uid']))
+            runner = loop.create_task(self._execute(task, reporter), name=task.uid)
+            self._running[task.uid] = runner
+            runner.add_done_callback(functools.partial(self._forget, task.uid))
 
     def _forget(self, uid: str, runner: asyncio.Task) -> None:
         if self._running.get(uid) is runner:
             del self._running[uid]
 
-    async def _execute(self, task: TaskDict) -> None:
-        states = self._states
+    async def _execute(self, task: TaskSpec, reporter: Reporter) -> None:
         try:
-            if task.get('function') is not None:
-                task['return_value'] = await self._call(task)
+            if task.function is not None:
+                result = await self._call(task, reporter)
             else:
                 async with self._slots:
-                    self.task_state_cb(task, states.RUNNING)
-                    result = await run_command(CommandSpec.from_task(task))
-                task['stdout'] = result.stdout
-                task['stderr'] = result.stderr
-                task['exit_code'] = result.exit_code
+                    reporter.running(task)
+                    result = await run_command(CommandSpec.build(task.command, task.options))
                 if result.exit_code != 0:
-                    task['exception'] = command_failure(task, result)
-                    self.task_state_cb(task, states.FAILED)
+                    reporter.failed(task, command_failure(task, result))
                     return
         except asyncio.CancelledError:
-            self.task_state_cb(task, states.CANCELED)
+            reporter.cancelled(task)
             return
         except Exception as exc:
-            task['exception'] = exc
-            self.task_state_cb(task, states.FAILED)
+            reporter.failed(task, exc)
             return
-        self.task_state_cb(task, states.DONE)
+        reporter.done(task, result)
 
-    async def _call(self, task: TaskDict) -> Any:
-        func = task['function']
-        args = tuple(task.get('args') or ())
-        kwargs = dict(task.get('kwargs') or {})
-        running = self._states.RUNNING
+    async def _call(self, task: TaskSpec, reporter: Reporter) -> Any:
+        func = task.function
+        args = task.args
+        kwargs = dict(task.kwargs)
         if self._pool is not None:
-            name = task.get('name', task['uid'])
-            ref = FunctionRef.of(func, name)
+            ref = FunctionRef.of(func, task.name)
             async with self._slots:
-                self.task_state_cb(task, running)
-                return await self._pool.call(task['uid'], name, ref, args, kwargs)
+                reporter.running(task)
+                return await self._pool.call(f'{task.uid}.{task.attempt}', task.name, ref,
+                                             args, kwargs)
         if inspect.iscoroutinefunction(func):
-            self.task_state_cb(task, running)
+            reporter.running(task)
             return await func(*args, **kwargs)
         async with self._slots:
-            self.task_state_cb(task, running)
+            reporter.running(task)
             return await asyncio.get_running_loop().run_in_executor(
                 self._executor, functools.partial(func, *args, **kwargs))
 
@@ -154,7 +145,6 @@ class ConcurrentExecutionBackend(SharedFileSystemMixin, BaseExecutionBackend):
 
     def get_task_states_map(self) -> StateMapper:
         return self._states
-
 
 
 def _stop_processes(workers: List[Any], grace: float = 3.0) -> None:

@@ -31,19 +31,16 @@ import signal
 import threading
 import time
 import uuid
-from typing import Any, Callable, Dict, List, Optional, Tuple
+from typing import Any, Callable, Dict, List, NamedTuple, Optional, Sequence, Tuple
 
 from ...constants import StateMapper
 from ...errors import BackendError, MissingDependencyError
-from ._command import CommandResult, CommandSpec, command_failure, run_command_sync
+from ._command import COMMAND_OPTIONS, CommandSpec, command_failure, run_command_sync
 from ._functions import call_function
-from .base import BaseExecutionBackend, Session, SharedFileSystemMixin, TaskDict
+from .base import ExecutionBackend, Session
+from .spec import CommandResult, Reporter, TaskSpec
 
-StateMapper.register_backend_states('dask', done_state='finished', failed_state='error',
-                                    canceled_state='cancelled', running_state='running',
-                                    pending='pending', lost='lost')
-
-#: Keys of ``task_backend_specific_kwargs`` passed on to ``Client.submit``.
+#: Keys of a task's ``task_description`` passed on to ``Client.submit``.
 SUBMIT_OPTIONS = ('resources', 'retries', 'priority', 'workers', 'allow_other_workers')
 #: ``resources`` keys that name an existing cluster instead of starting one.
 CONNECT_OPTIONS = ('scheduler_address', 'scheduler_file')
@@ -53,14 +50,25 @@ CONTROL_TIMEOUT = 10.0
 log = logging.getLogger('radical.asyncflow.dask')
 
 
-class DaskExecutionBackend(SharedFileSystemMixin, BaseExecutionBackend):
+class _Tracked(NamedTuple):
+    """A task in the cluster: its spec, whom to tell, and its Dask future."""
+
+    spec: TaskSpec
+    reporter: Reporter
+    future: Any
+
+
+class DaskExecutionBackend(ExecutionBackend):
     """Execution on a dask.distributed cluster, local or remote.
 
     Workers are expected to share the client's file system: data
-    dependencies need no staging (see :class:`SharedFileSystemMixin`).
+    dependencies need no staging.
     """
 
-    def __init__(self, resources: Optional[Dict[str, Any]] = None) -> None:
+    _NATIVE = True
+
+    def __init__(self, resources: Optional[Dict[str, Any]] = None, *,
+                 name: Optional[str] = None) -> None:
         try:
             import distributed
         except ImportError as exc:
@@ -70,15 +78,19 @@ class DaskExecutionBackend(SharedFileSystemMixin, BaseExecutionBackend):
         if not isinstance(resources, dict):
             raise TypeError(f'DaskExecutionBackend needs a dict of resources, '
                             f'not {type(resources).__name__}')
+        self._name = name
         self._dd = distributed
         self.resources = dict(resources)
         self.session = Session()
         self.client: Any = None
         self.cluster: Any = None
         self._owns_cluster = not any(self.resources.get(k) for k in CONNECT_OPTIONS)
+        StateMapper.register_backend_states('dask', done_state='finished', failed_state='error',
+                                            canceled_state='cancelled', running_state='running',
+                                            pending='pending', lost='lost')
         self._states = StateMapper('dask')
         self._token = uuid.uuid4().hex[:8]
-        self._tasks: Dict[str, Tuple[TaskDict, Any]] = {}     # uid -> (task, dask future)
+        self._tasks: Dict[str, _Tracked] = {}                 # uid -> the task in the cluster
         self._uids_of: Dict[int, List[str]] = {}              # id(dask future) -> uids
         self._completed: Any = None                           # distributed.as_completed
         self._collector: Optional[asyncio.Task] = None
@@ -121,9 +133,9 @@ class DaskExecutionBackend(SharedFileSystemMixin, BaseExecutionBackend):
         self._tasks.clear()
         self._uids_of.clear()
         if pending and self.client is not None:
-            await self._stop_remote([fut for _, fut in pending])
-        for task, _ in pending:
-            self.task_state_cb(task, self._states.CANCELED)
+            await self._stop_remote([tracked.future for tracked in pending])
+        for tracked in pending:
+            tracked.reporter.cancelled(tracked.spec)
         if self._collector is not None:
             self._collector.cancel()
             await asyncio.wait([self._collector], timeout=CONTROL_TIMEOUT)
@@ -145,46 +157,34 @@ class DaskExecutionBackend(SharedFileSystemMixin, BaseExecutionBackend):
 
     # -- tasks ---------------------------------------------------------------
 
-    async def submit_tasks(self, tasks: List[TaskDict]) -> None:
+    async def submit(self, tasks: Sequence[TaskSpec], reporter: Reporter) -> None:
         if self._stopped or self.client is None:
             raise RuntimeError('DaskExecutionBackend is not running: '
                                + ('it has been shut down' if self._stopped else
                                   "await it first (backend = await DaskExecutionBackend({...}))"))
         # One Client.map call per group of tasks with the same Dask options:
         # the scheduler then receives one graph per group, not one per task.
-        groups: Dict[str, Tuple[Dict[str, Any], List[TaskDict]]] = {}
+        groups: Dict[str, Tuple[Dict[str, Any], List[TaskSpec]]] = {}
         for task in tasks:
-            opts = task.get('task_backend_specific_kwargs') or {}
+            opts = task.options
             submit = {k: opts[k] for k in SUBMIT_OPTIONS if opts.get(k) is not None}
             submit['pure'] = bool(opts.get('pure', False))
             groups.setdefault(repr(sorted(submit.items())), (submit, []))[1].append(task)
-        running = self._states.RUNNING
         for submit, members in groups.values():
             keys = None if submit['pure'] else [
-                f"{task.get('name', 'task')}-{task['uid']}-{self._token}" for task in members]
-            futures = self.client.map(_execute, [self._payload(task) for task in members],
+                f'{task.name}-{task.uid}.{task.attempt}-{self._token}' for task in members]
+            futures = self.client.map(_execute, [_payload(task) for task in members],
                                       key=keys, **submit)
             new = []
             for task, future in zip(members, futures):
-                self._tasks[task['uid']] = (task, future)
+                self._tasks[task.uid] = _Tracked(task, reporter, future)
                 uids = self._uids_of.setdefault(id(future), [])
                 if not uids:                # pure=True: equal calls may share one future
                     new.append(future)
-                uids.append(task['uid'])
-                self.task_state_cb(task, running)
+                uids.append(task.uid)
+                reporter.running(task)
             self._completed.update(new)
         self._more.set()
-
-    @staticmethod
-    def _payload(task: TaskDict) -> '_Payload':
-        if task.get('function') is not None:
-            return _FunctionCall(task['function'], tuple(task.get('args') or ()),
-                                 dict(task.get('kwargs') or {}))
-        opts = task.get('task_backend_specific_kwargs') or {}
-        return _CommandCall({'executable': task['executable'],
-                             'task_backend_specific_kwargs': {
-                                 k: opts[k] for k in ('pre_exec', 'environment', 'env',
-                                                      'sandbox', 'cwd') if k in opts}})
 
     async def _collect(self) -> None:
         """Report each finished Dask future; results are gathered in batches."""
@@ -210,49 +210,46 @@ class DaskExecutionBackend(SharedFileSystemMixin, BaseExecutionBackend):
             del first, batch                # release the futures while waiting
 
     async def _report(self, batch: List[Any]) -> None:
-        finished: List[Tuple[TaskDict, Any]] = []
+        finished: List[_Tracked] = []
         for future in batch:
             # none left if the engine cancelled them meanwhile
             for uid in list(self._uids_of.get(id(future), ())):
-                entry = self._tasks.get(uid)
-                if entry is None:
+                tracked = self._tasks.get(uid)
+                if tracked is None or tracked.future is not future:
                     continue
-                task = entry[0]
                 if future.status == 'finished':
-                    finished.append((task, future))
+                    finished.append(tracked)
                 else:
-                    await self._fail(task, future)
+                    await self._fail(tracked)
         if not finished:
             return
         try:
-            values = await self.client.gather([f for _, f in finished])
+            values = await self.client.gather([t.future for t in finished])
         except Exception:                   # one of them failed after all: one by one
-            for task, future in finished:
+            for tracked in finished:
                 try:
-                    value = await future.result()
+                    value = await tracked.future.result()
                 except Exception:
-                    await self._fail(task, future)
+                    await self._fail(tracked)
                 else:
-                    if self._forget(task['uid']):
-                        self._succeed(task, value)
+                    if self._forget(tracked):
+                        tracked.reporter.done(tracked.spec, value)
             return
-        for (task, future), value in zip(finished, values):
-            if self._forget(task['uid']):
-                self._succeed(task, value)
+        for tracked, value in zip(finished, values):
+            if self._forget(tracked):
+                tracked.reporter.done(tracked.spec, value)
 
-    async def _fail(self, task: TaskDict, future: Any) -> None:
-        error = await self._remote_error(task, future)
-        if self._forget(task['uid']):
-            task['exception'] = error
-            self.task_state_cb(task, self._states.FAILED)
+    async def _fail(self, tracked: _Tracked) -> None:
+        error = await self._remote_error(tracked.spec, tracked.future)
+        if self._forget(tracked):
+            tracked.reporter.failed(tracked.spec, error)
 
-    async def _remote_error(self, task: TaskDict, future: Any) -> BaseException:
+    async def _remote_error(self, task: TaskSpec, future: Any) -> BaseException:
         """The exception the task raised on its worker, with the worker's traceback.
 
         A task Dask dropped on its own (scheduler connection lost...) gets a
         BackendError that says so.
         """
-        name = f"'{task.get('name')}' ({task['uid']})"
         cause: Optional[BaseException] = None
         if future.status == 'error':
             try:
@@ -261,7 +258,6 @@ class DaskExecutionBackend(SharedFileSystemMixin, BaseExecutionBackend):
             except Exception as lookup_error:
                 exc, tb = lookup_error, None
             if isinstance(exc, CommandFailed):
-                self._fill_command_fields(task, exc.result)
                 return command_failure(task, exc.result)
             if isinstance(exc, BaseException):
                 if tb is not None:
@@ -274,45 +270,33 @@ class DaskExecutionBackend(SharedFileSystemMixin, BaseExecutionBackend):
                 await future.result()
             except Exception as exc:
                 cause = exc
-        error = BackendError(f'task {name} did not complete on the Dask cluster (Dask status '
-                             f'{future.status!r}): {cause or "no reason given"}')
+        error = BackendError(f"task '{task.name}' ({task.uid}) did not complete on the Dask "
+                             f"cluster (Dask status {future.status!r}): "
+                             f"{cause or 'no reason given'}")
         error.__cause__ = cause
         return error
 
-    def _succeed(self, task: TaskDict, value: Any) -> None:
-        if isinstance(value, CommandResult):
-            self._fill_command_fields(task, value)
-        else:
-            task['return_value'] = value
-        self.task_state_cb(task, self._states.DONE)
-
-    @staticmethod
-    def _fill_command_fields(task: TaskDict, result: CommandResult) -> None:
-        task['stdout'] = result.stdout
-        task['stderr'] = result.stderr
-        task['exit_code'] = result.exit_code
-
-    def _forget(self, uid: str) -> bool:
-        """Stop tracking ``uid``; False if it was no longer tracked."""
-        entry = self._tasks.pop(uid, None)
-        if entry is None:
+    def _forget(self, tracked: _Tracked) -> bool:
+        """Stop tracking ``tracked``; False if it was no longer tracked."""
+        uid = tracked.spec.uid
+        if self._tasks.get(uid) is not tracked:
             return False
-        uids = self._uids_of.get(id(entry[1]))
+        del self._tasks[uid]
+        uids = self._uids_of.get(id(tracked.future))
         if uids is not None:
             uids.remove(uid)
             if not uids:
-                del self._uids_of[id(entry[1])]
+                del self._uids_of[id(tracked.future)]
         return True
 
     async def cancel_task(self, uid: str) -> bool:
-        entry = self._tasks.get(uid)
-        if entry is None:
+        tracked = self._tasks.get(uid)
+        if tracked is None:
             return False
-        self._forget(uid)
-        task, future = entry
-        if id(future) not in self._uids_of:     # unless pure=True tasks share its run
-            await self._stop_remote([future])
-        self.task_state_cb(task, self._states.CANCELED)
+        self._forget(tracked)
+        if id(tracked.future) not in self._uids_of:     # unless pure=True tasks share its run
+            await self._stop_remote([tracked.future])
+        tracked.reporter.cancelled(tracked.spec)
         return True
 
     async def _stop_remote(self, futures: List[Any]) -> None:
@@ -332,13 +316,19 @@ class DaskExecutionBackend(SharedFileSystemMixin, BaseExecutionBackend):
         return self._states
 
 
+def _payload(task: TaskSpec) -> '_Payload':
+    if task.function is not None:
+        return _FunctionCall(task.function, task.args, dict(task.kwargs))
+    return _CommandCall(task.command, {k: task.options[k] for k in COMMAND_OPTIONS
+                                       if k in task.options})
 
-def _note_origin(exc: BaseException, task: TaskDict) -> None:
+
+def _note_origin(exc: BaseException, task: TaskSpec) -> None:
     """Say where a remote exception came from (Dask tracebacks lose file names)."""
     if not hasattr(exc, 'add_note'):            # Python < 3.11
         return
-    note = f"from task '{task.get('name')}' ({task['uid']}) on the Dask cluster"
-    code = getattr(task.get('function'), '__code__', None)
+    note = f"from task '{task.name}' ({task.uid}) on the Dask cluster"
+    code = getattr(task.function, '__code__', None)
     if code is not None:
         note += f'; the function is defined at {code.co_filename}:{code.co_firstlineno}'
     exc.add_note(note)
@@ -408,23 +398,24 @@ class _FunctionCall(_Payload):
 
 
 class _CommandCall(_Payload):
-    __slots__ = ('task',)
+    __slots__ = ('command', 'options')
 
-    def __init__(self, task: Dict[str, Any]) -> None:
-        self.task = task
+    def __init__(self, command: str, options: Dict[str, Any]) -> None:
+        self.command = command
+        self.options = options
 
     def __getstate__(self):
-        return self.task
+        return (self.command, self.options)
 
     def __setstate__(self, state) -> None:
-        self.task = state
+        self.command, self.options = state
 
     def __dask_tokenize__(self):
         from dask.base import tokenize
-        return tokenize(self.task)
+        return tokenize(self.command, self.options)
 
     def run(self, key: Optional[str]) -> CommandResult:
-        spec = CommandSpec.from_task(self.task)     # the worker's own environment
+        spec = CommandSpec.build(self.command, self.options)     # the worker's own environment
         if key is None:
             result = run_command_sync(spec)
         else:

@@ -2,35 +2,35 @@
 
 from __future__ import annotations
 
-from typing import List
+from typing import Optional, Sequence
 
 from ...constants import StateMapper
-from .base import BaseExecutionBackend, Session, SharedFileSystemMixin, TaskDict
+from .base import ExecutionBackend, Session
+from .spec import CommandResult, Reporter, TaskSpec
 
-StateMapper.register_backend_states_with_defaults('noop')
+#: What a dry run's executable task "printed".
+_NO_OUTPUT = CommandResult(0, '', '', 0)
 
 
-class NoopExecutionBackend(SharedFileSystemMixin, BaseExecutionBackend):
+class NoopExecutionBackend(ExecutionBackend):
     """Reports every submitted task DONE immediately; a dry run of the workflow.
 
     Function tasks return None and executable tasks an empty stdout.
     """
 
-    def __init__(self) -> None:
+    _NATIVE = True
+
+    def __init__(self, *, name: Optional[str] = None) -> None:
+        self._name = name
         self.session = Session()
+        StateMapper.register_backend_states_with_defaults('noop')
         self._states = StateMapper('noop')
         self._stopped = False
 
-    async def submit_tasks(self, tasks: List[TaskDict]) -> None:
-        done = self._states.DONE
-        report = self.task_state_cb
+    async def submit(self, tasks: Sequence[TaskSpec], reporter: Reporter) -> None:
+        done = reporter.done
         for task in tasks:
-            task['return_value'] = None
-            if task.get('function') is None:      # an executable: its empty output
-                task['stdout'] = ''
-                task['stderr'] = ''
-                task['exit_code'] = 0
-            report(task, done)
+            done(task, None if task.function is not None else _NO_OUTPUT)
 
     async def cancel_task(self, uid: str) -> bool:
         return False        # nothing is ever left running to cancel
@@ -43,4 +43,3 @@ class NoopExecutionBackend(SharedFileSystemMixin, BaseExecutionBackend):
 
     def get_task_states_map(self) -> StateMapper:
         return self._states
-

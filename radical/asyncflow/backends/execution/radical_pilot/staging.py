@@ -14,22 +14,18 @@ import urllib.parse
 import urllib.request
 from typing import Any, Dict, List, Optional, Tuple
 
-from ...errors import BackendError
-from .base import TaskDict
+from ....errors import BackendError
 
-#: Key of the task dict under which implicit data links are recorded.
-IMPLICIT_INPUTS_KEY = 'radical_implicit_inputs'
 #: Staging action of inputs the client downloads before the task is submitted.
 _FETCH = 'asyncflow.fetch'
 
 
-def link_from_task(rp: Any, src_task: TaskDict, sandbox: str, pilot_sandbox: str,
-                   file_name: Optional[str], file_path: Optional[str]) -> Dict[str, Any]:
-    """The directive linking a file of ``src_task`` (run in ``sandbox``) in."""
-    relative = file_path or file_name
-    for produced in (src_task.get('metadata') or {}).get('output_files') or ():
-        if os.path.basename(produced) == file_name and not os.path.isabs(produced):
-            relative = produced
+def link_from_sandbox(rp: Any, sandbox: str, pilot_sandbox: str, file_name: Optional[str],
+                      file_path: Optional[str]) -> Dict[str, Any]:
+    """The directive linking a file a task wrote in ``sandbox`` (as ``file_path``) in."""
+    relative = file_name
+    if file_path and not os.path.isabs(file_path):
+        relative = file_path
     target = file_name or os.path.basename(relative)
     return {'source': _sandbox_url(sandbox, pilot_sandbox, relative),
             'target': f'task:///{target}', 'action': rp.LINK}

@@ -17,10 +17,12 @@ import os
 import pickle
 import sys
 import traceback
-from typing import Any, Tuple
+from typing import Any, List, Sequence, Tuple
 
-from ._rp_staging import IMPLICIT_INPUTS_KEY
-from .base import TaskDict
+from ..spec import TaskSpec
+
+#: (producer sandbox, its RP uid) pairs whose files are linked into a task's sandbox.
+Links = Sequence[Tuple[str, str]]
 
 #: Files of the function trampoline in the task sandbox (hidden: not linked on).
 PAYLOAD_IN = '.asyncflow.call'
@@ -30,28 +32,27 @@ PAYLOAD_OUT = '.asyncflow.result'
 # ---------------------------------------------------------------------------
 # Client side
 
-def function_payload(task: TaskDict) -> bytes:
+def function_payload(task: TaskSpec, links: Links) -> bytes:
     """The pickled call of a function task, with what the worker needs to load it."""
     import dill
-    func = task['function']
-    func = getattr(func, '__asyncflow_original__', func)
+    func = getattr(task.function, '__asyncflow_original__', task.function)
     try:
-        call = dill.dumps((func, tuple(task.get('args') or ()), dict(task.get('kwargs') or {})),
-                          recurse=True)
+        call = dill.dumps((func, tuple(task.args), dict(task.kwargs)), recurse=True)
     except Exception as exc:
-        raise TypeError(f"function task '{task.get('name')}' cannot be sent to the pilot: "
+        raise TypeError(f"function task '{task.name}' cannot be sent to the pilot: "
                         f"{type(exc).__name__}: {exc}") from exc
     return pickle.dumps({'call': call,
                          'sys_path': [p for p in sys.path if p and os.path.isdir(p)],
-                         'links': list(task.get(IMPLICIT_INPUTS_KEY) or ())})
+                         'links': list(links)})
 
 
-def write_payload(rp: Any, payload_dir: str, task: TaskDict, rp_uid: str, td: Any) -> str:
+def write_payload(rp: Any, payload_dir: str, task: TaskSpec, links: Links, rp_uid: str,
+                  td: Any) -> str:
     """Write the function call for the trampoline; return the result's client path."""
     call = os.path.join(payload_dir, f'{rp_uid}.call')
     result = os.path.join(payload_dir, f'{rp_uid}.result')
     with open(call, 'wb') as f:
-        f.write(function_payload(task))
+        f.write(function_payload(task, links))
     td.input_staging = [*(td.input_staging or []),
                         {'source': f'file://localhost{call}',
                          'target': f'task:///{PAYLOAD_IN}',
@@ -63,13 +64,13 @@ def write_payload(rp: Any, payload_dir: str, task: TaskDict, rp_uid: str, td: An
     return result
 
 
-def raptor_function(rp: Any, task: TaskDict) -> Any:
+def raptor_function(rp: Any, task: TaskSpec, links: Links) -> Any:
     """The ``td.function`` of a RAPTOR function task: its call, for :func:`_raptor_entry`."""
-    blob = base64.b64encode(function_payload(task)).decode()
+    blob = base64.b64encode(function_payload(task, links)).decode()
     return rp.PythonTask(_raptor_entry, (blob,), {})
 
 
-def load_outcome(blob: bytes, task: TaskDict) -> Tuple[bool, Any]:
+def load_outcome(blob: bytes, task: TaskSpec) -> Tuple[bool, Any]:
     """(True, value) or (False, exception, noted with the remote traceback)."""
     import dill
     outcome = dill.loads(blob)
@@ -77,7 +78,7 @@ def load_outcome(blob: bytes, task: TaskDict) -> Tuple[bool, Any]:
         return True, outcome[1]
     exc, remote_tb = outcome[1], outcome[2]
     if hasattr(exc, 'add_note') and remote_tb:
-        exc.add_note(f"raised in function task '{task.get('name')}' ({task['uid']}) on the "
+        exc.add_note(f"raised in function task '{task.name}' ({task.uid}) on the "
                      f"pilot:\n{remote_tb.rstrip()}")
     return False, exc
 
@@ -87,7 +88,7 @@ def load_outcome(blob: bytes, task: TaskDict) -> Tuple[bool, Any]:
 
 #: The ``python -c`` program of a trampoline task (arguments: PAYLOAD_IN PAYLOAD_OUT).
 TRAMPOLINE_COMMAND = ('import sys; '
-                      'from radical.asyncflow.backends.execution._rp_payload '
+                      'from radical.asyncflow.backends.execution.radical_pilot.payload '
                       'import run_payload_file; '
                       'sys.exit(run_payload_file(sys.argv[1], sys.argv[2]))')
 

@@ -15,7 +15,8 @@ import threading
 import time
 from typing import Any, Dict, List
 
-from ...errors import BackendError
+from ....errors import BackendError
+from ....radical_compat import cancel_pilots
 
 #: Pilot walltime in minutes when ``resources`` gives none (RP's own default is 10).
 DEFAULT_RUNTIME = 60
@@ -141,7 +142,7 @@ def _close_session(session: Any, pmgr: Any) -> None:
             # a pilot asked to stop reports CANCELED when it is gone; without
             # this, close() waits 10 s for a kill it does not need
             t0 = time.monotonic()
-            pmgr.cancel_pilots(_timeout=PILOT_CANCEL_TIMEOUT)
+            cancel_pilots(pmgr, PILOT_CANCEL_TIMEOUT)
             log.debug('pilots cancelled in %.1f s', time.monotonic() - t0)
         session.close(terminate=True, download=False)
     except Exception as exc:

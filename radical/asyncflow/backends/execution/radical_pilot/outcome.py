@@ -11,12 +11,12 @@ import base64
 import os
 from typing import Any, Optional, Tuple
 
-from ...errors import BackendError, TaskExecutionError
-from ._command import STDERR_TAIL, CommandResult, command_failure
-from ._rp_describe import TaskKind
-from ._rp_payload import load_outcome
-from ._rp_session import read_tail
-from .base import TaskDict
+from ....errors import BackendError, TaskExecutionError
+from .._command import STDERR_TAIL, command_failure
+from ..spec import CommandResult, TaskSpec
+from .describe import TaskKind
+from .payload import load_outcome
+from .session import read_tail
 
 #: RP keeps only the last 1024 characters of stdout/stderr in the task.
 _RP_TAIL_MARK = '[... CONTENT SHORTENED ...]'
@@ -50,17 +50,10 @@ def _output_file(rp_task: Any, sandbox: str, stream: str, suffix: str) -> str:
     return os.path.join(sandbox, rp_task.description.get(stream) or f'{rp_task.uid}.{suffix}')
 
 
-def record_command(task: TaskDict, result: CommandResult) -> None:
-    """Put a command's stdout, stderr and exit code into its task dict."""
-    task['stdout'] = result.stdout
-    task['stderr'] = result.stderr
-    task['exit_code'] = result.exit_code
-
-
-def function_outcome(kind: TaskKind, task: TaskDict, rp_task: Any,
+def function_outcome(kind: TaskKind, task: TaskSpec, rp_task: Any,
                      result_file: Optional[str], sandbox: str) -> Tuple[bool, Any]:
     """(True, value) or (False, exception) of a function task."""
-    name = task.get('name', task['uid'])
+    name = task.name
     try:
         if kind is TaskKind.RAPTOR_FUNCTION:
             blob = base64.b64decode(rp_task.return_value or '')
@@ -71,7 +64,7 @@ def function_outcome(kind: TaskKind, task: TaskDict, rp_task: Any,
     except Exception as exc:
         stderr = (rp_task.stderr or '').strip()
         error = BackendError(
-            f"function task '{name}' ({task['uid']}) left no result: "
+            f"function task '{name}' ({task.uid}) left no result: "
             f"{type(exc).__name__}: {exc}"
             + (f'\nstderr:\n{stderr}' if stderr else '')
             + f'\ntask sandbox: {sandbox}')
@@ -79,16 +72,16 @@ def function_outcome(kind: TaskKind, task: TaskDict, rp_task: Any,
         return False, error
 
 
-def failure(kind: TaskKind, task: TaskDict, rp_task: Any, sandbox: str) -> BaseException:
-    """The exception of a task RP reports FAILED (its output recorded in ``task``)."""
-    name = task.get('name', task['uid'])
+def failure(kind: TaskKind, task: TaskSpec, rp_task: Any, sandbox: str) -> BaseException:
+    """The exception of a task RP reports FAILED."""
+    name = task.name
     if kind in (TaskKind.EXECUTABLE, TaskKind.SERVICE) and rp_task.exit_code:
         result = command_result(rp_task, sandbox)
-        record_command(task, result)
         error = command_failure(task, result)
         return TaskExecutionError(
             f'{error}\ntask sandbox: {sandbox}', task_name=error.task_name,
-            command=error.command, exit_code=error.exit_code, stderr=error.stderr)
+            command=error.command, exit_code=error.exit_code, stderr=error.stderr,
+            stdout=error.stdout)
     if kind is TaskKind.RAPTOR_FUNCTION and rp_task.return_value:
         ok, value = function_outcome(kind, task, rp_task, None, sandbox)
         return value if not ok else BackendError(
@@ -99,16 +92,13 @@ def failure(kind: TaskKind, task: TaskDict, rp_task: Any, sandbox: str) -> BaseE
     stderr = (rp_task.stderr or '').strip()
     what = 'function' if kind in (TaskKind.FUNCTION, TaskKind.RAPTOR_FUNCTION) \
         else 'task'
-    message = (f"{what} '{name}' ({task['uid']}) failed in RADICAL-Pilot"
+    message = (f"{what} '{name}' ({task.uid}) failed in RADICAL-Pilot"
                + (f' with exit code {rp_task.exit_code}' if rp_task.exit_code else ''))
     if detail.strip():
         message += f':\n{detail.strip()}'
     if stderr:
         message += f'\nstderr:\n{stderr[-STDERR_TAIL:]}'
     message += f'\ntask sandbox: {sandbox}'
-    task['stderr'] = rp_task.stderr
-    task['exit_code'] = rp_task.exit_code
-    return (TaskExecutionError(message, task_name=str(name),
-                               command=str(task.get('executable')),
+    return (TaskExecutionError(message, task_name=str(name), command=str(task.command),
                                exit_code=rp_task.exit_code, stderr=stderr)
             if kind is TaskKind.EXECUTABLE else BackendError(message))

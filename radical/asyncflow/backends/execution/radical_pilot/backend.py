@@ -1,4 +1,4 @@
-"""Runs tasks as RADICAL-Pilot tasks on one pilot.
+"""RadicalExecutionBackend: tasks as RADICAL-Pilot tasks on one pilot.
 
 ``await RadicalExecutionBackend(resources, raptor_config=None)`` opens an
 ``rp.Session`` (its directory is created in the current directory, or in
@@ -42,79 +42,46 @@ Tested with radical.pilot 1.103 (see :data:`TESTED_RP_VERSIONS`).
 from __future__ import annotations
 
 import asyncio
-import enum
 import itertools
 import logging
 import os
 import threading
 import time
-from dataclasses import dataclass
-from typing import Any, Callable, Dict, List, Optional, Tuple
+from typing import Any, Callable, Dict, List, Optional, Sequence, Tuple
 
-from ...constants import StateMapper
-from ...errors import BackendError, MissingDependencyError
-from ._rp_describe import SERVICE_STARTUP_TIMEOUT, TaskKind, describe_task, valid_keys
-from ._rp_outcome import command_result, failure, function_outcome, record_command
-from ._rp_payload import raptor_function, run_payload_file, write_payload
-from ._rp_raptor import (MasterSpec, Raptor, WorkerSpec, parse_raptor_config, submit_master,
-                         worker_descriptions)
-from ._rp_session import (CLOSE_TIMEOUT, DEFAULT_RUNTIME, PILOT_CANCEL_TIMEOUT,
-                          PROCESS_EXIT_TIMEOUT, TASK_STOP_TIMEOUT, close_session,
-                          pilot_description, pilot_diagnostics, prepare_environment, stop_tasks)
-from ._rp_staging import IMPLICIT_INPUTS_KEY, fetch, link_from_task, stage_from_source
-from .base import BaseExecutionBackend, Session, TaskDict
-
-# The values of rp.DONE, rp.FAILED, rp.CANCELED and rp.AGENT_EXECUTING:
-# registered here without importing radical.pilot, checked in __init__.
-StateMapper.register_backend_states('radical', done_state='DONE', failed_state='FAILED',
-                                    canceled_state='CANCELED', running_state='AGENT_EXECUTING')
+from ....constants import StateMapper
+from ....errors import BackendError, MissingDependencyError
+from ....radical_compat import (TESTED_VERSIONS, is_tested, known_task_uids,
+                                pilot_description_keys, task_description_keys)
+from ..base import ExecutionBackend, Session
+from ..spec import Reporter, TaskSpec, spec_from_dict
+from .describe import TaskKind, describe_task, valid_keys
+from .outcome import command_result, failure, function_outcome
+from .payload import Links, raptor_function, write_payload
+from .raptor import Raptor, parse_raptor_config, submit_master, worker_descriptions
+from .session import (close_session, pilot_description, pilot_diagnostics, prepare_environment,
+                      stop_tasks)
+from .staging import fetch, link_from_sandbox, stage_from_source
+from .tasks import Phase, Submitted, SubmittedTasks
 
 #: radical.pilot releases this backend is tested with (major.minor).
-TESTED_RP_VERSIONS = ('1.103',)
+TESTED_RP_VERSIONS = TESTED_VERSIONS['radical.pilot']
 #: Seconds allowed for the pilot to become active (override: startup_timeout=...).
 PILOT_STARTUP_TIMEOUT = 600.0
-
-# The public names of this module, those defined in its helper modules included
-# (they stay importable from here and are documented with it).
-__all__ = ['RadicalExecutionBackend', 'TaskKind', 'Phase', 'WorkerSpec', 'MasterSpec',
-           'parse_raptor_config', 'run_payload_file', 'IMPLICIT_INPUTS_KEY',
-           'TESTED_RP_VERSIONS', 'PILOT_STARTUP_TIMEOUT', 'DEFAULT_RUNTIME',
-           'SERVICE_STARTUP_TIMEOUT', 'CLOSE_TIMEOUT', 'PROCESS_EXIT_TIMEOUT',
-           'TASK_STOP_TIMEOUT', 'PILOT_CANCEL_TIMEOUT']
 
 log = logging.getLogger('radical.asyncflow.radical')
 
 
-class Phase(enum.Enum):
-    """Where a submitted task is, as far as the engine was told."""
-
-    SUBMITTED = 'submitted'
-    RUNNING = 'running'
-    FINAL = 'final'                 # DONE/FAILED/CANCELED reported (services: up)
-
-
-@dataclass
-class _Submitted:
-    """One engine task and the RP task that runs it."""
-
-    task: TaskDict
-    kind: TaskKind
-    rp_uid: str
-    result_file: Optional[str] = None       # function tasks: where the outcome lands
-    master: Optional[str] = None            # raptor function tasks
-    startup_timeout: float = SERVICE_STARTUP_TIMEOUT
-    phase: Phase = Phase.SUBMITTED
-
-
-class RadicalExecutionBackend(BaseExecutionBackend):
+class RadicalExecutionBackend(ExecutionBackend):
     """Execution on one RADICAL-Pilot pilot."""
 
+    _NATIVE = True
     #: RUNNING is RP's AGENT_EXECUTING: after the task waited for cores.
     reports_running = True
 
     def __init__(self, resources: Dict[str, Any], raptor_config: Optional[Dict[str, Any]] = None,
-                 *, work_dir: Optional[str] = None,
-                 startup_timeout: Optional[float] = None) -> None:
+                 *, work_dir: Optional[str] = None, startup_timeout: Optional[float] = None,
+                 name: Optional[str] = None) -> None:
         try:
             import radical.pilot as rp
             import radical.utils as ru
@@ -124,14 +91,15 @@ class RadicalExecutionBackend(BaseExecutionBackend):
         if not isinstance(resources, dict):
             raise TypeError(f'RadicalExecutionBackend needs a dict of PilotDescription keys, '
                             f'not {type(resources).__name__}')
-        unknown = sorted(set(resources) - set(rp.PilotDescription._schema))
+        unknown = sorted(set(resources) - pilot_description_keys(rp))
         if unknown:
             raise ValueError(f'RadicalExecutionBackend: {", ".join(map(repr, unknown))} '
                              f'not a PilotDescription key (known: resource, cores, gpus, '
                              f'nodes, runtime, queue, project, sandbox, access_schema, ...)')
+        self._name = name
         self._rp = rp
         self._ru = ru
-        if not str(rp.version).startswith(tuple(v + '.' for v in TESTED_RP_VERSIONS)):
+        if not is_tested('radical.pilot', rp.version):
             log.warning('RadicalExecutionBackend is tested with radical.pilot %s, not %s',
                         ' and '.join(TESTED_RP_VERSIONS), rp.version)
         StateMapper.register_backend_states('radical', done_state=rp.DONE,
@@ -155,18 +123,15 @@ class RadicalExecutionBackend(BaseExecutionBackend):
         self.pilot: Any = None
         self.pilot_sandbox: Optional[str] = None        # path on the resource
         self._state = 'NEW'
-        self._lock = threading.RLock()
         self._abort = threading.Event()
-        self._by_rp_uid: Dict[str, _Submitted] = {}
-        self._current: Dict[str, str] = {}              # engine uid -> latest rp uid
-        self._attempts: Dict[str, int] = {}
-        self._sandboxes: Dict[str, str] = {}            # engine uid -> sandbox path
+        self._tasks = SubmittedTasks()
         self._raptors: Dict[str, Raptor] = {}          # master uid -> raptor
         self._raptor_of_worker: Dict[str, str] = {}
         self._next_master = itertools.count()
         self._watchers: List[threading.Thread] = []
         self._payload_dir = ''
         self._warned_keys: set = set()
+        self._td_keys = task_description_keys(rp)
 
     # -- lifecycle -----------------------------------------------------------
 
@@ -241,10 +206,10 @@ class RadicalExecutionBackend(BaseExecutionBackend):
                                    self._valid_keys)
             raptor = Raptor(master.uid)
             wtds = worker_descriptions(self._rp, spec, master.uid, self._valid_keys)
-            with self._lock:
+            with self._tasks.lock:
                 self._raptors[master.uid] = raptor
             for worker in self.tmgr.submit_workers(wtds):
-                with self._lock:
+                with self._tasks.lock:
                     raptor.workers.append(worker.uid)
                     self._raptor_of_worker[worker.uid] = master.uid
             log.info('raptor %s with workers %s', master.uid, raptor.workers)
@@ -254,10 +219,8 @@ class RadicalExecutionBackend(BaseExecutionBackend):
             return
         self._state = 'STOPPING'
         self._abort.set()
-        with self._lock:
-            pending = [s for s in self._by_rp_uid.values() if s.phase is not Phase.FINAL]
-        for sub in pending:
-            self._finish(sub, self._states.CANCELED)
+        for sub in self._tasks.unfinished():
+            self._tasks.finish(sub, lambda sub=sub: sub.reporter.cancelled(sub.spec))
         await asyncio.shield(_in_thread(self._close, name='asyncflow-rp-close'))
         for watcher in self._watchers:
             watcher.join(timeout=1.0)
@@ -290,88 +253,110 @@ class RadicalExecutionBackend(BaseExecutionBackend):
         except Exception:
             return int((self.pilot.description.get(what) if self.pilot else 0) or 0)
 
+    def get_task_states_map(self) -> StateMapper:
+        return self._states
+
     # -- tasks -----------------------------------------------------------------
 
-    async def submit_tasks(self, tasks: List[TaskDict]) -> None:
+    async def submit(self, tasks: Sequence[TaskSpec], reporter: Reporter) -> None:
         if self._state != 'RUNNING':
             raise RuntimeError(f'RadicalExecutionBackend is not running ({self._state}): '
                                + ('await it first: backend = await RadicalExecutionBackend({...})'
                                   if self._state == 'NEW' else 'it has been shut down'))
-        await _in_thread(self._submit, list(tasks), name='asyncflow-rp-submit')
+        await _in_thread(self._submit, list(tasks), reporter, name='asyncflow-rp-submit')
 
-    def _submit(self, tasks: List[TaskDict]) -> None:
-        batch: List[Tuple[_Submitted, Any]] = []
-        services: List[Tuple[_Submitted, Any]] = []
+    def _submit(self, tasks: List[TaskSpec], reporter: Reporter) -> None:
+        batch: List[Tuple[Submitted, Any]] = []
+        services: List[Tuple[Submitted, Any]] = []
         for task in tasks:
             try:
-                sub, td = self._prepare(task)
+                sub, td = self._prepare(task, reporter)
             except Exception as exc:
-                task['exception'] = exc
-                self.task_state_cb(task, self._states.FAILED)
+                reporter.failed(task, exc)
                 continue
             (services if sub.kind is TaskKind.SERVICE else batch).append((sub, td))
         # RP's agent starts a service inside its intake: a service that fails
         # fails the tasks submitted with it, so each goes on its own.
         for group in ([batch] if batch else []) + [[s] for s in services]:
-            with self._lock:
-                for sub, _ in group:
-                    self._by_rp_uid[sub.rp_uid] = sub
-                    self._current[sub.task['uid']] = sub.rp_uid
+            for sub, _ in group:
+                self._tasks.add(sub)
             try:
                 self.tmgr.submit_tasks([td for _, td in group])
             except Exception as exc:
                 for sub, _ in group:
-                    sub.task['exception'] = BackendError(
-                        f"RADICAL-Pilot refused task '{sub.task.get('name')}' "
-                        f"({sub.task['uid']}): {type(exc).__name__}: {exc}")
-                    self._finish(sub, self._states.FAILED)
+                    error = BackendError(f"RADICAL-Pilot refused task '{sub.spec.name}' "
+                                         f"({sub.spec.uid}): {type(exc).__name__}: {exc}")
+                    self._tasks.finish(sub, lambda sub=sub, error=error:
+                                       sub.reporter.failed(sub.spec, error))
 
-    def _prepare(self, task: TaskDict) -> Tuple[_Submitted, Any]:
-        """The record and the RP TaskDescription for an engine task."""
-        rp_uid = self._new_rp_uid(task['uid'])
-        opts = dict(task.get('task_backend_specific_kwargs') or {})
-        if opts.get('input_staging'):
+    def _prepare(self, task: TaskSpec, reporter: Reporter) -> Tuple[Submitted, Any]:
+        """The record and the RP TaskDescription of one attempt of an engine task."""
+        rp_uid = self._tasks.new_rp_uid(task, known_task_uids(self.tmgr))
+        options = dict(task.options)
+        links, staging = self._inputs(task)
+        if staging or options.get('input_staging'):
             folder = os.path.join(self._payload_dir, 'inputs', rp_uid)
-            opts['input_staging'] = [fetch(self._rp, d, folder) for d in opts['input_staging']]
-        td = self.build_task(rp_uid, task, opts)
+            options['input_staging'] = [fetch(self._rp, d, folder)
+                                        for d in [*(options.get('input_staging') or []),
+                                                  *staging]]
+        td = describe_task(self._rp, rp_uid, task, options, links, self._valid_keys,
+                           self._pick_master if self._raptors else None)
         kind = TaskKind(td.metadata['asyncflow_kind'])
-        sub = _Submitted(task, kind, rp_uid, master=td.get('raptor_id') or None)
+        sub = Submitted(task, reporter, kind, rp_uid, master=td.get('raptor_id') or None)
         if kind is TaskKind.FUNCTION:
-            sub.result_file = write_payload(self._rp, self._payload_dir, task, rp_uid, td)
+            sub.result_file = write_payload(self._rp, self._payload_dir, task, links, rp_uid, td)
         elif kind is TaskKind.RAPTOR_FUNCTION:
-            td.function = raptor_function(self._rp, task)
+            td.function = raptor_function(self._rp, task, links)
         elif kind is TaskKind.SERVICE:
             sub.startup_timeout = float(td.startup_timeout)
         return sub, td
 
-    def _new_rp_uid(self, uid: str) -> str:
-        """The engine uid, or ``uid.N`` if RP knows it already: a retried task,
-        a second engine on this backend, or RP's own ``task.NNNNNN`` ids."""
-        known = getattr(self.tmgr, '_known_uids', None) or ()
-        count = self._attempts.get(uid, 0)
-        while True:
-            count += 1
-            rp_uid = uid if count == 1 else f'{uid}.{count}'
-            if rp_uid not in known and rp_uid not in self._by_rp_uid:
-                break
-        self._attempts[uid] = count
-        return rp_uid
+    def _inputs(self, task: TaskSpec) -> Tuple[Links, List[Dict[str, Any]]]:
+        """The sandboxes to link in (implicit data) and the staging directives (files)."""
+        links: List[Tuple[str, str]] = []
+        staging: List[Dict[str, Any]] = []
+        pilot_sandbox = self.pilot_sandbox or ''
+        for edge in task.inputs:
+            sandbox = self._tasks.sandbox(edge.source, pilot_sandbox) if edge.source else None
+            if edge.implicit:
+                if sandbox is None:
+                    log.debug("task '%s': %s did not run on this pilot; its files are not "
+                              'linked in (implicit data stays on its backend)', task.name,
+                              edge.source)
+                    continue
+                entry = (sandbox, self._tasks.rp_uid_of(edge.source))
+                if entry not in links:
+                    links.append(entry)
+            elif sandbox is not None:
+                staging.append(link_from_sandbox(self._rp, sandbox, pilot_sandbox,
+                                                 edge.file_name, edge.file_path))
+            else:
+                staging.append(self._stage_from_client(task, edge))
+        return links, staging
 
-    def build_task(self, uid: str, task_desc: TaskDict,
+    def _stage_from_client(self, task: TaskSpec, edge: Any) -> Dict[str, Any]:
+        """A directive for a client path or URL (or a file another backend left there)."""
+        if edge.source is not None and not os.path.exists(edge.file_path or ''):
+            raise BackendError(
+                f"task '{task.name}': its input {edge.file_name!r} was written by "
+                f"{edge.source} on backend {edge.source_backend!r}, which shares no file "
+                f"system with this pilot: {edge.file_path!r} does not exist on the client")
+        return stage_from_source(self._rp, edge.file_name, edge.file_path)
+
+    def build_task(self, uid: str, task_desc: Dict[str, Any],
                    task_backend_specific_kwargs: Dict[str, Any]) -> Any:
-        """An ``rp.TaskDescription`` for ``task_desc`` with RP uid ``uid``.
-
-        Function tasks get their call (payload) attached at submission.
-        """
-        return describe_task(self._rp, uid, task_desc, task_backend_specific_kwargs,
-                             self._valid_keys, self._pick_master if self._raptors else None)
+        """An ``rp.TaskDescription`` for a task dict, with RP uid ``uid``."""
+        spec = spec_from_dict({**task_desc, 'uid': uid,
+                               'task_backend_specific_kwargs': task_backend_specific_kwargs})
+        return describe_task(self._rp, uid, spec, dict(spec.options), (), self._valid_keys,
+                             self._pick_master if self._raptors else None)
 
     def _valid_keys(self, opts: Dict[str, Any], what: str) -> Dict[str, Any]:
         """``opts`` without keys RP's TaskDescription does not know (warned once)."""
-        return valid_keys(self._rp.TaskDescription._schema, opts, what, self._warned_keys)
+        return valid_keys(self._td_keys, opts, what, self._warned_keys)
 
     def _pick_master(self, name: str) -> str:
-        with self._lock:
+        with self._tasks.lock:
             alive = [r.uid for r in self._raptors.values() if r.alive]
         if not alive:
             raise BackendError(f"function task '{name}': no RAPTOR master is running "
@@ -380,8 +365,7 @@ class RadicalExecutionBackend(BaseExecutionBackend):
         return alive[next(self._next_master) % len(alive)]
 
     async def cancel_task(self, uid: str) -> bool:
-        with self._lock:
-            sub = self._by_rp_uid.get(self._current.get(uid, ''))
+        sub = self._tasks.latest(uid)
         if sub is None or sub.phase is Phase.FINAL or self.tmgr is None:
             return False
         self.tmgr.cancel_tasks([sub.rp_uid])        # asynchronous in RP
@@ -391,68 +375,45 @@ class RadicalExecutionBackend(BaseExecutionBackend):
 
     def _on_rp_state(self, rp_task: Any, state: str) -> None:
         try:
-            with self._lock:
-                sub = self._by_rp_uid.get(rp_task.uid)
+            sub = self._tasks.get(rp_task.uid)
             if sub is None:
                 self._on_raptor_state(rp_task, state)
                 return
-            if state in self._states.terminal_states:
-                self._sandboxes[sub.task['uid']] = self._sandbox_path(rp_task)
-            if sub.phase is Phase.FINAL:
-                return
-            if state == self._states.RUNNING:
-                with self._lock:
-                    sub.phase = Phase.RUNNING
-                self.task_state_cb(sub.task, state)
-                if sub.kind is TaskKind.SERVICE:
+            states = self._states
+            if state in states.terminal_states:
+                self._tasks.set_sandbox(sub.spec.uid, self._sandbox_path(rp_task))
+            if state == states.RUNNING:
+                if self._tasks.running(sub) and sub.kind is TaskKind.SERVICE:
                     self._watch_service(sub, rp_task)
-            elif state == self._states.DONE:
+            elif state == states.DONE:
                 self._on_done(sub, rp_task)
-            elif state == self._states.FAILED:
+            elif state == states.FAILED:
                 self._on_failed(sub, rp_task)
-            elif state == self._states.CANCELED:
-                self._finish(sub, state)
-            else:
-                self.task_state_cb(sub.task, state)
+            elif state == states.CANCELED:
+                self._tasks.finish(sub, lambda: sub.reporter.cancelled(sub.spec))
         except Exception:               # never let an error kill RP's callback thread
             log.exception('handling state %s of %s failed', state, getattr(rp_task, 'uid', '?'))
 
-    def _finish(self, sub: _Submitted, state: str) -> bool:
-        """The one place a task's final state is reported; False if it already was."""
-        with self._lock:
-            if sub.phase is Phase.FINAL:
-                return False
-            sub.phase = Phase.FINAL
-        self.task_state_cb(sub.task, state)
-        return True
-
-    def _on_done(self, sub: _Submitted, rp_task: Any) -> None:
-        task = sub.task
+    def _on_done(self, sub: Submitted, rp_task: Any) -> None:
+        if sub.phase is Phase.FINAL:
+            return                      # e.g. cancelled at shutdown: no outcome to read
         if sub.kind in (TaskKind.FUNCTION, TaskKind.RAPTOR_FUNCTION):
-            task['stdout'] = rp_task.stdout
-            task['stderr'] = rp_task.stderr
-            ok, value = self._function_outcome(sub, rp_task)
-            if ok:
-                task['return_value'] = value
-                self._finish(sub, self._states.DONE)
-            else:
-                task['exception'] = value
-                self._finish(sub, self._states.FAILED)
+            ok, value = function_outcome(sub.kind, sub.spec, rp_task, sub.result_file,
+                                         self._sandbox_path(rp_task))
+            report = sub.reporter.done if ok else sub.reporter.failed
+            self._tasks.finish(sub, lambda: report(sub.spec, value))
             return
-        record_command(task, command_result(rp_task, self._sandbox_path(rp_task)))
-        self._finish(sub, self._states.DONE)
+        result = command_result(rp_task, self._sandbox_path(rp_task))
+        self._tasks.finish(sub, lambda: sub.reporter.done(sub.spec, result))
 
-    def _on_failed(self, sub: _Submitted, rp_task: Any) -> None:
+    def _on_failed(self, sub: Submitted, rp_task: Any) -> None:
+        if sub.phase is Phase.FINAL:
+            return
         if sub.kind is TaskKind.FUNCTION and rp_task.exit_code == 0:
             self._on_done(sub, rp_task)         # failed in output staging: the outcome tells
             return
-        sub.task['exception'] = failure(sub.kind, sub.task, rp_task, self._sandbox_path(rp_task))
-        self._finish(sub, self._states.FAILED)
-
-    def _function_outcome(self, sub: _Submitted, rp_task: Any) -> Tuple[bool, Any]:
-        """(True, value) or (False, exception) of a function task."""
-        return function_outcome(sub.kind, sub.task, rp_task, sub.result_file,
-                                self._sandbox_path(rp_task))
+        error = failure(sub.kind, sub.spec, rp_task, self._sandbox_path(rp_task))
+        self._tasks.finish(sub, lambda: sub.reporter.failed(sub.spec, error))
 
     def _sandbox_path(self, rp_task: Any) -> str:
         try:
@@ -460,7 +421,7 @@ class RadicalExecutionBackend(BaseExecutionBackend):
         except Exception:
             return os.path.join(self.pilot_sandbox or '', rp_task.uid)
 
-    def _watch_service(self, sub: _Submitted, rp_task: Any) -> None:
+    def _watch_service(self, sub: Submitted, rp_task: Any) -> None:
         """Report the service DONE (its info as stdout) once RP says it is up."""
         def wait_until_up() -> None:
             try:
@@ -468,14 +429,14 @@ class RadicalExecutionBackend(BaseExecutionBackend):
             except Exception as exc:
                 if rp_task.state in self._rp.FINAL:
                     return                  # its final state is reported by _on_rp_state
-                sub.task['exception'] = BackendError(
-                    f"service '{sub.task.get('name')}' did not come up within "
-                    f'{sub.startup_timeout:.0f} s: {exc}')
-                if self._finish(sub, self._states.FAILED) and self.tmgr is not None:
+                error = BackendError(f"service '{sub.spec.name}' did not come up within "
+                                     f'{sub.startup_timeout:.0f} s: {exc}')
+                if self._tasks.finish(sub, lambda: sub.reporter.failed(sub.spec, error)) \
+                        and self.tmgr is not None:
                     self.tmgr.cancel_tasks([sub.rp_uid])
                 return
-            sub.task['stdout'] = info if isinstance(info, str) else str(info)
-            self._finish(sub, self._states.DONE)
+            stdout = info if isinstance(info, str) else str(info)
+            self._tasks.finish(sub, lambda: sub.reporter.done(sub.spec, stdout))
 
         watcher = threading.Thread(target=wait_until_up, daemon=True,
                                    name=f'asyncflow-rp-service-{sub.rp_uid}')
@@ -486,7 +447,7 @@ class RadicalExecutionBackend(BaseExecutionBackend):
         """A master or worker ended: fail the function tasks it can no longer run."""
         if state not in self._rp.FINAL or self._state != 'RUNNING':
             return
-        with self._lock:
+        with self._tasks.lock:
             master_uid = self._raptor_of_worker.get(rp_task.uid, rp_task.uid)
             raptor = self._raptors.get(master_uid)
             if raptor is None:
@@ -494,62 +455,17 @@ class RadicalExecutionBackend(BaseExecutionBackend):
             raptor.ended(rp_task.uid)
             if raptor.alive:
                 return
-            stranded = [s for s in self._by_rp_uid.values()
-                        if s.master == master_uid and s.phase is not Phase.FINAL]
+            stranded = self._tasks.unfinished(master=master_uid)
         log.error('RAPTOR %s stopped (%s ended %s): %s', master_uid, rp_task.uid, state,
                   (rp_task.stderr or '').strip()[-500:])
         for sub in stranded:
-            sub.task['exception'] = BackendError(
-                f"function task '{sub.task.get('name')}' ({sub.task['uid']}): its RAPTOR "
+            error = BackendError(
+                f"function task '{sub.spec.name}' ({sub.spec.uid}): its RAPTOR "
                 f"{master_uid} stopped ({rp_task.uid} ended {state}); see "
                 f'{self._sandbox_path(rp_task)}')
-            self._finish(sub, self._states.FAILED)
+            self._tasks.finish(sub, lambda sub=sub, error=error:
+                               sub.reporter.failed(sub.spec, error))
             self.tmgr.cancel_tasks([sub.rp_uid])
-
-    # -- data --------------------------------------------------------------------
-
-    def get_task_states_map(self) -> StateMapper:
-        return self._states
-
-    def link_implicit_data_deps(self, src_task: TaskDict, dst_task: TaskDict) -> None:
-        """Link every file ``src_task`` wrote in its sandbox into ``dst_task``'s.
-
-        The links are made in the consumer's sandbox just before it runs
-        (``pre_exec``, or by the function trampoline).  Links the producer
-        got itself (its inputs) are not passed on, nor are RP's own files;
-        files staged explicitly under the same name win.
-        """
-        sandbox = self._source_sandbox(src_task)
-        links = list(dst_task.get(IMPLICIT_INPUTS_KEY) or ())
-        entry = (sandbox, self._current.get(src_task['uid'], src_task['uid']))
-        if entry not in links:
-            links.append(entry)
-        dst_task[IMPLICIT_INPUTS_KEY] = links
-
-    def link_explicit_data_deps(self, src_task: Optional[TaskDict] = None,
-                                dst_task: Optional[TaskDict] = None,
-                                file_name: Optional[str] = None,
-                                file_path: Optional[str] = None) -> Dict[str, Any]:
-        """Add the ``input_staging`` directive that brings one file to ``dst_task``."""
-        if dst_task is None:
-            raise ValueError('link_explicit_data_deps needs a dst_task')
-        if not file_name and not file_path:
-            raise ValueError('link_explicit_data_deps needs a file_name or a file_path')
-        if src_task is not None:
-            directive = link_from_task(self._rp, src_task, self._source_sandbox(src_task),
-                                       self.pilot_sandbox or '', file_name, file_path)
-        else:
-            directive = stage_from_source(self._rp, file_name, file_path)
-        opts = dst_task.setdefault('task_backend_specific_kwargs', {})
-        opts['input_staging'] = [*(opts.get('input_staging') or []), directive]
-        return directive
-
-    def _source_sandbox(self, src_task: TaskDict) -> str:
-        uid = src_task['uid']
-        sandbox = self._sandboxes.get(uid)
-        if sandbox is None:         # not (yet) run here: where RP will put it
-            sandbox = os.path.join(self.pilot_sandbox or '', self._current.get(uid, uid))
-        return sandbox
 
 
 # ---------------------------------------------------------------------------

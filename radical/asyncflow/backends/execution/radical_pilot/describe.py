@@ -14,9 +14,9 @@ import os
 import sys
 from typing import Any, Callable, Dict, Optional
 
-from ._rp_payload import PAYLOAD_IN, PAYLOAD_OUT, TRAMPOLINE_COMMAND
-from ._rp_staging import IMPLICIT_INPUTS_KEY, link_inputs_command
-from .base import TaskDict
+from ..spec import TaskSpec
+from .payload import PAYLOAD_IN, PAYLOAD_OUT, TRAMPOLINE_COMMAND, Links
+from .staging import link_inputs_command
 
 #: Seconds a service task may take to come up (task_description 'startup_timeout').
 SERVICE_STARTUP_TIMEOUT = 300
@@ -39,26 +39,25 @@ class TaskKind(enum.Enum):
     SERVICE = 'service'
 
 
-def describe_task(rp: Any, uid: str, task_desc: TaskDict,
-                  task_backend_specific_kwargs: Dict[str, Any],
-                  valid_keys: KeyFilter,
-                  pick_master: Optional[Callable[[str], str]]) -> Any:
-    """An ``rp.TaskDescription`` for ``task_desc`` with RP uid ``uid``.
+def describe_task(rp: Any, uid: str, task: TaskSpec, options: Dict[str, Any], links: Links,
+                  valid_keys: KeyFilter, pick_master: Optional[Callable[[str], str]]) -> Any:
+    """An ``rp.TaskDescription`` for ``task`` with RP uid ``uid``.
 
+    ``options`` are the task's options with staging directives resolved;
+    ``links`` the producer sandboxes whose files it gets (implicit data).
     Function tasks go to a RAPTOR master chosen by ``pick_master`` (None:
     no RAPTOR), else through the trampoline; their call (payload) is
     attached at submission.
     """
-    name = task_desc.get('name') or uid
-    is_function = task_desc.get('function') is not None
-    if task_desc.get('is_service') and is_function:
+    name = task.name
+    is_function = task.function is not None
+    if task.service and is_function:
         raise ValueError('RadicalExecutionBackend does not support function service tasks')
-    opts = valid_keys(dict(task_backend_specific_kwargs or {}), f"task '{name}'")
-    links = list(task_desc.get(IMPLICIT_INPUTS_KEY) or ())
+    opts = valid_keys(dict(options), f"task '{name}'")
     td = rp.TaskDescription(opts)
     td.uid = uid
     td.name = str(name)
-    td.metadata = {**(td.metadata or {}), 'asyncflow_uid': task_desc['uid']}
+    td.metadata = {**(td.metadata or {}), 'asyncflow_uid': task.uid}
     if is_function and pick_master is not None:
         kind = TaskKind.RAPTOR_FUNCTION
         td.mode = rp.TASK_FUNCTION
@@ -73,10 +72,10 @@ def describe_task(rp: Any, uid: str, task_desc: TaskDict,
         td.arguments = ['-c', TRAMPOLINE_COMMAND, PAYLOAD_IN, PAYLOAD_OUT]
         td.stage_on_error = True
     else:
-        command = task_desc.get('executable')
+        command = task.command
         if not isinstance(command, str) or not command.strip():
             raise ValueError(f"executable task '{name}' has no command")
-        if task_desc.get('is_service'):
+        if task.service:
             kind = TaskKind.SERVICE
             td.mode = rp.TASK_SERVICE
             td.executable = _service_command(command)

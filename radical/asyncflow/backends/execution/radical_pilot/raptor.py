@@ -10,7 +10,7 @@ from __future__ import annotations
 from dataclasses import dataclass, field
 from typing import Any, Dict, List, Optional, Tuple
 
-from ._rp_describe import KeyFilter, allow_mpi_as_root
+from .describe import KeyFilter, allow_mpi_as_root
 
 
 @dataclass(frozen=True)

@@ -1,0 +1,172 @@
+"""What crosses the engine ↔ backend seam: task specs in, reports out.
+
+The engine hands a backend an immutable :class:`TaskSpec` per ready task
+and a :class:`Reporter`; the backend reports each state change of that task
+through the reporter it was given with it, from any thread.  The reporter
+belongs to the engine that submitted the task, so a backend serving several
+engines cannot deliver a report to the wrong one.
+
+Results are typed too: a function task's result is its return value, an
+executable task's a :class:`CommandResult`.  :func:`outcome_fields` is the
+one place that turns a result into the ``stdout``/``stderr``/``exit_code``
+/``return_value`` keys of the task dicts older programs read.
+"""
+
+from __future__ import annotations
+
+import enum
+import types
+from typing import Any, Callable, Dict, Mapping, NamedTuple, Optional, Protocol, Tuple
+
+
+class TaskType(str, enum.Enum):
+    """How a task runs: a Python function, or the shell command it returns."""
+
+    FUNCTION = 'function'
+    EXECUTABLE = 'executable'
+
+
+#: The shared read-only empty mapping of specs without options or kwargs.
+NO_OPTIONS: Mapping[str, Any] = types.MappingProxyType({})
+
+
+class DataEdge(NamedTuple):
+    """Data a task receives from a dependency, or a file it stages in.
+
+    * implicit: ``DataEdge(source=<producer uid>)``: whatever the producer
+      left in its working directory;
+    * explicit, from a producer: ``file_name`` (the base name), ``file_path``
+      (the path the producer declared with ``OutputFile``);
+    * explicit, from the client: ``source=None``, ``file_path`` a local path
+      or URL.
+
+    ``source_backend`` names the backend the producer ran on.
+    """
+
+    source: Optional[str]
+    file_name: Optional[str] = None
+    file_path: Optional[str] = None
+    source_backend: Optional[str] = None
+
+    @property
+    def implicit(self) -> bool:
+        """Whether this is the implicit edge (everything the producer made)."""
+        return self.file_name is None and self.file_path is None
+
+
+class TaskSpec(NamedTuple):
+    """One attempt of one ready task, as a backend receives it.
+
+    ``args``/``kwargs`` hold the dependencies' results already; ``options``
+    are the task's ``task_description`` keys meant for the backend; ``inputs``
+    are the data edges from its dependencies and the files it stages in.
+    ``attempt`` counts from 1; a retried task comes again with the same uid
+    and a higher attempt.
+    """
+
+    uid: str
+    name: str
+    type: TaskType
+    function: Optional[Callable[..., Any]]
+    command: Optional[str]
+    args: Tuple[Any, ...]
+    kwargs: Mapping[str, Any]
+    options: Mapping[str, Any]
+    service: bool = False
+    attempt: int = 1
+    inputs: Tuple[DataEdge, ...] = ()
+    input_files: Tuple[str, ...] = ()
+    output_files: Tuple[str, ...] = ()
+
+    @property
+    def is_function(self) -> bool:
+        """Whether the task runs a Python function (else a shell command)."""
+        return self.type is TaskType.FUNCTION
+
+
+class CommandResult(NamedTuple):
+    """What a finished command left behind."""
+
+    exit_code: int
+    stdout: str
+    stderr: str                 # the tail, at most _command.STDERR_TAIL bytes
+    stderr_size: int = 0        # the full size in bytes
+
+
+class Reporter(Protocol):
+    """How a backend reports on the tasks it was given; callable from any thread.
+
+    Each task is reported final exactly once (``done``, ``failed`` or
+    ``cancelled``); nothing follows a final report.
+    """
+
+    def running(self, task: TaskSpec) -> None:
+        """The task started to run (after any queueing of the backend's own)."""
+
+    def done(self, task: TaskSpec, result: Any) -> None:
+        """The task succeeded: a function's return value, a command's :class:`CommandResult`."""
+
+    def failed(self, task: TaskSpec, error: BaseException) -> None:
+        """The task failed with ``error``."""
+
+    def cancelled(self, task: TaskSpec) -> None:
+        """The task was cancelled and will not run (on)."""
+
+
+def outcome_fields(spec_type: TaskType, result: Any) -> Dict[str, Any]:
+    """The task-dict keys of a result: ``return_value``, or ``stdout``/``stderr``/``exit_code``."""
+    if isinstance(result, CommandResult):
+        return {'stdout': result.stdout, 'stderr': result.stderr,
+                'exit_code': result.exit_code}
+    if spec_type is TaskType.EXECUTABLE:
+        return {'stdout': result}
+    return {'return_value': result}
+
+
+def result_value(result: Any) -> Any:
+    """What the task's future resolves to: a command's stdout, a function's value."""
+    return result.stdout if type(result) is CommandResult else result
+
+
+# ----------------------------------------------------------------- dict form
+
+#: Key under which data edges given through the dict protocol's link_* calls
+#: are collected in a task dict, until the dict becomes a TaskSpec.
+EDGES_KEY = '_asyncflow_inputs'
+
+
+def spec_from_dict(task: Dict[str, Any]) -> TaskSpec:
+    """A TaskSpec for a task dict of the dict protocol (``submit_tasks``)."""
+    function = task.get('function')
+    metadata = task.get('metadata') or {}
+    options = task.get('task_backend_specific_kwargs') or {}
+    kwargs = task.get('kwargs') or {}
+    return TaskSpec(
+        uid=task['uid'], name=str(task.get('name') or task['uid']),
+        type=TaskType.FUNCTION if function is not None else TaskType.EXECUTABLE,
+        function=function, command=task.get('executable'),
+        args=tuple(task.get('args') or ()),
+        kwargs=types.MappingProxyType(dict(kwargs)) if kwargs else NO_OPTIONS,
+        options=types.MappingProxyType(dict(options)) if options else NO_OPTIONS,
+        service=bool(task.get('is_service')), attempt=int(task.get('attempt') or 1),
+        inputs=tuple(task.get(EDGES_KEY) or ()),
+        input_files=tuple(metadata.get('input_files') or ()),
+        output_files=tuple(metadata.get('output_files') or ()))
+
+
+def spec_to_dict(spec: TaskSpec) -> Dict[str, Any]:
+    """The task dict of the dict protocol for ``spec`` (a new dict)."""
+    return {
+        'uid': spec.uid,
+        'name': spec.name,
+        'function': spec.function,
+        'executable': spec.command,
+        'args': spec.args,
+        'kwargs': dict(spec.kwargs),
+        'is_service': spec.service,
+        'async': True,
+        'attempt': spec.attempt,
+        'metadata': {'input_files': list(spec.input_files),
+                     'output_files': list(spec.output_files)},
+        'task_backend_specific_kwargs': dict(spec.options),
+    }

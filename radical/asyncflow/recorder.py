@@ -1,0 +1,95 @@
+"""The engine's side of the campaign journal: what to replay, what to record.
+
+A :class:`CampaignRecorder` gives each new task its identity (see
+:mod:`.journal`), resolves a ready task from the journal when an earlier run
+finished it, and records each task that finishes now.  Rows are committed
+once per loop iteration, so a killed driver loses at most that iteration's.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import pickle
+from typing import Any, Callable, Optional
+
+from .journal import Journal, JournalEntry, task_identity
+from .records import EXECUTABLE, ComponentRecord, _TaskFuture
+
+
+class CampaignRecorder:
+    """Replays and records the tasks of one engine in one journal."""
+
+    def __init__(self, journal: Journal, loop: asyncio.AbstractEventLoop, log: Any,
+                 work_dir: str, read_only: bool,
+                 owns: Callable[[ComponentRecord], bool]) -> None:
+        self.journal = journal
+        self._loop = loop
+        self._log = log
+        self._work_dir = work_dir
+        #: A dry run's results are not real: never record them.
+        self._read_only = read_only
+        self._owns = owns
+        self._flush: Optional[asyncio.Handle] = None
+
+    def identity(self, record: ComponentRecord) -> str:
+        """The journal identity of a new task (its arguments are still unresolved)."""
+        spec = record.spec
+        owns = self._owns
+
+        def identity_of(value: Any) -> Optional[str]:
+            if type(value) is _TaskFuture:
+                dep = value._af_record
+                if owns(dep) and dep.attempts is not None:
+                    return dep.attempts.identity
+            return None
+
+        qualname = f'{spec.func.__module__}.{spec.func.__qualname__}'
+        return task_identity(qualname, spec.calls, record.args, record.kwargs, identity_of)
+
+    def replay(self, record: ComponentRecord) -> bool:
+        """Resolve a ready task from the journal if it finished in an earlier run."""
+        entry = self.journal.lookup(record.attempts.identity)
+        if entry is None or not entry.outputs_exist(self._work_dir):
+            return False
+        try:
+            result = entry.result()
+        except Exception as exc:       # e.g. the result's class no longer exists
+            self._log.warning('journal entry of %s unreadable (%s); running it again',
+                              record.name, exc)
+            return False
+        record.future.set_result(result)
+        return True
+
+    def record_done(self, record: ComponentRecord, value: Any) -> None:
+        """Add a task that succeeded now (its future's value) to the journal."""
+        if self._read_only or record.attempts is None:
+            return
+        if record.spec.task_type is EXECUTABLE:
+            kind, payload = 'stdout', str(value or '').encode()
+        else:
+            try:
+                kind, payload = 'value', pickle.dumps(value, protocol=4)
+            except Exception as exc:
+                self._log.warning('result of %s cannot be pickled (%s): not journaled, '
+                                  'it will run again on resume', record.name, exc)
+                return
+        outputs = tuple(record.files[1]) if record.files else ()
+        full = self.journal.record(JournalEntry(record.attempts.identity, record.name,
+                                                kind, payload, outputs))
+        if full:
+            self.flush()
+        elif self._flush is None:
+            # Once per loop iteration: every completion of this iteration in one commit.
+            self._flush = self._loop.call_soon(self.flush)
+
+    def flush(self) -> None:
+        """Commit what was recorded."""
+        self._flush = None
+        self.journal.flush()
+
+    def close(self) -> None:
+        """Commit and close the journal."""
+        if self._flush is not None:
+            self._flush.cancel()
+            self._flush = None
+        self.journal.close()

@@ -1,0 +1,124 @@
+"""Which backends an engine uses, and how it talks to each.
+
+:func:`open_backends` turns the ``backend`` argument of
+``WorkflowEngine.create`` into initialised backends: the one given, each of
+a list, the Noop backend for a dry run, or the backend configured for
+``radical-asyncflow-run`` (environment or config file).  Each becomes a
+:class:`BackendRoute`: its name, the backend, and the *driver* the engine
+submits through: the backend itself when it speaks the native face, else
+the one :class:`~.backends.execution.legacy.LegacyAdapter` of that backend.
+"""
+
+from __future__ import annotations
+
+import inspect
+from dataclasses import dataclass
+from typing import Any, List, Optional, Sequence
+
+from .backends.execution.legacy import LegacyAdapter, check_backend, speaks_natively
+
+
+@dataclass(eq=False)
+class BackendRoute:
+    """One backend of an engine (hashable by identity)."""
+
+    name: str
+    backend: Any
+    #: What the engine calls: ``submit(specs, reporter)``, ``cancel_task(uid)``.
+    driver: Any
+    #: Whether RUNNING is reported when a task starts (timeouts count from then).
+    reports_running: bool
+
+    @property
+    def states(self) -> Any:
+        """The backend's StateMapper (for reports given as task dicts)."""
+        return self.backend.get_task_states_map()
+
+    def forget(self, reporter: Any) -> None:
+        """Drop what the driver keeps for the engine of ``reporter``."""
+        forget = getattr(self.driver, 'forget', None)
+        if forget is not None:
+            forget(reporter)
+
+
+def backend_name(backend: Any) -> str:
+    """A backend's routing name: its ``name`` attribute, else derived from its class."""
+    from .backends.execution.base import default_backend_name
+    name = getattr(backend, 'name', None)
+    return name if isinstance(name, str) and name else default_backend_name(backend)
+
+
+def make_route(backend: Any) -> BackendRoute:
+    """The route to ``backend``; TypeError naming what a foreign object lacks."""
+    if speaks_natively(backend):
+        driver = backend
+    else:
+        driver = LegacyAdapter.for_backend(backend)
+    return BackendRoute(backend_name(backend), backend, driver,
+                        bool(getattr(backend, 'reports_running', False)))
+
+
+async def open_backends(backend: Any, dry_run: bool) -> List[Any]:
+    """The initialised backends of a new engine, the default first."""
+    from .backends.execution.noop import NoopExecutionBackend
+    if not isinstance(dry_run, bool):
+        raise TypeError(f'dry_run must be True or False, not {dry_run!r}')
+    if backend is None:
+        if dry_run:
+            return [await NoopExecutionBackend()]
+        return [await _configured_backend()]
+    backends = list(backend) if isinstance(backend, (list, tuple)) else [backend]
+    if not backends:
+        raise ValueError('WorkflowEngine.create(backend=[]): give at least one backend')
+    for given in backends:
+        check_backend(given)
+        if dry_run and not isinstance(given, NoopExecutionBackend):
+            raise RuntimeError(f'dry_run=True runs on the Noop backend; leave backend '
+                               f'unset instead of passing {type(given).__name__}')
+    return [await initialize(given) for given in backends]
+
+
+async def initialize(backend: Any) -> Any:
+    """Run a backend's asynchronous set-up once (ours: ``initialize``; foreign: await it)."""
+    init = getattr(backend, 'initialize', None)
+    if init is not None and inspect.iscoroutinefunction(init):
+        return await init()
+    if getattr(backend, '_initialized', True) is False and inspect.isawaitable(backend):
+        result = await backend
+        return backend if result is None else result
+    return backend
+
+
+def check_names(backends: Sequence[Any]) -> List[str]:
+    """The routing names of ``backends``; ValueError on a duplicate."""
+    names: List[str] = []
+    for backend in backends:
+        name = backend_name(backend)
+        if name in names:
+            raise ValueError(f"two backends are named {name!r}: give each a distinct "
+                             f"name= (e.g. ConcurrentExecutionBackend(pool, name='local'))")
+        names.append(name)
+    return names
+
+
+async def _configured_backend() -> Any:
+    """Build and initialise the configured backend, or raise RuntimeError."""
+    from . import config
+    from .backends import registry
+    cfg = config.configured_backend()
+    if cfg is None:
+        raise RuntimeError(
+            'WorkflowEngine.create() got no backend and none is configured: pass one '
+            '(backend=await ConcurrentExecutionBackend(ThreadPoolExecutor())), use '
+            f'dry_run=True, set {config.ENV_BACKEND}=concurrent|dask|radical|noop (or name a '
+            f'config file in {config.ENV_CONFIG}), or run the driver with '
+            f'radical-asyncflow-run')
+    return await initialize(registry.build(cfg.name, cfg.resources))
+
+
+def find_route(routes: Sequence[BackendRoute], name: Optional[str]) -> Optional[BackendRoute]:
+    """The route called ``name`` (None: not there)."""
+    for route in routes:
+        if route.name == name:
+            return route
+    return None
