@@ -88,12 +88,12 @@ def read_fifo(path, timeout=15):
     return read_with_timeout(read, unblock, timeout, f'a sleeper to write {path}')
 
 
-def run_and_signal(tmp_path, sig):
+def run_and_signal(tmp_path, sig, driver=DRIVER):
     """Start the driver, signal it once its commands run; (returncode, stdout, stderr, pids)."""
     for i in range(N_SLEEPERS):
         os.mkfifo(tmp_path / f'pid{i}')
     script = tmp_path / 'driver.py'
-    script.write_text(DRIVER)
+    script.write_text(driver)
     env = dict(os.environ, RADICAL_ASYNCFLOW_PROFILE='False', PYTHONUNBUFFERED='1')
     proc = subprocess.Popen([sys.executable, str(script), str(tmp_path), str(N_SLEEPERS)],
                             stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True,
@@ -146,3 +146,55 @@ def test_driver_sees_its_futures_cancelled(tmp_path):
     assert expected <= lines, f'missing: {sorted(expected - lines)}\nstdout:\n{out}\nstderr:\n{err}'
     assert not any(line.startswith('FINISHED') for line in lines)
     assert returncode == 128 + signal.SIGTERM
+
+
+TWO_ENGINES = textwrap.dedent('''
+    import asyncio
+    import sys
+    from concurrent.futures import ThreadPoolExecutor
+
+    from radical.asyncflow import ConcurrentExecutionBackend, WorkflowEngine
+
+    FIFO_DIR = sys.argv[1]
+    N = int(sys.argv[2])
+
+
+    async def engine_with_sleepers(first, count):
+        backend = await ConcurrentExecutionBackend(ThreadPoolExecutor(max_workers=N + 1))
+        engine = await WorkflowEngine.create(backend=backend)
+
+        @engine.executable_task
+        async def sleeper(i):
+            return f'echo $$ > {FIFO_DIR}/pid{i}; exec sleep 60'
+
+        futures = [sleeper(first + i) for i in range(count)]
+        for i, fut in enumerate(futures):
+            fut.add_done_callback(lambda f, i=first + i: print(
+                ('CANCELLED' if f.cancelled() else 'FINISHED') + f' sleeper{i}', flush=True))
+        return engine, futures
+
+
+    async def main():
+        one, futures_one = await engine_with_sleepers(0, 1)
+        two, futures_two = await engine_with_sleepers(1, N - 1)
+        # an engine that comes and goes while the others run
+        gone = await WorkflowEngine.create(dry_run=True)
+        await gone.shutdown()
+        print('READY', flush=True)
+        await asyncio.gather(*futures_one, *futures_two)
+        print('COMPLETED', flush=True)
+
+
+    asyncio.run(main())
+''')
+
+
+def test_every_engine_of_the_loop_stops_on_a_signal(tmp_path):
+    """Handlers are shared by the live engines: one shutting down leaves the others handled."""
+    returncode, out, err, pids = run_and_signal(tmp_path, signal.SIGTERM, TWO_ENGINES)
+    assert returncode == 128 + signal.SIGTERM, f'stdout:\n{out}\nstderr:\n{err}'
+    assert 'Traceback' not in err, err
+    lines = set(out.splitlines())
+    assert {f'CANCELLED sleeper{i}' for i in range(N_SLEEPERS)} <= lines, out
+    assert err.count('received SIGTERM') == 1, err
+    assert [pid for pid in pids if alive(pid)] == []

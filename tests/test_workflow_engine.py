@@ -785,6 +785,34 @@ async def test_dependent_registered_after_the_failure(engine):
     assert ran == []
 
 
+async def test_dependency_failure_names_every_failed_dependency(engine):
+    @engine.function_task
+    async def first():
+        raise ValueError('first problem')
+
+    @engine.function_task
+    async def second():
+        raise KeyError('second problem')
+
+    @engine.function_task
+    async def fine():
+        return 1
+
+    @engine.function_task
+    async def join(*values):
+        return values
+
+    a, b, c = first(), second(), fine()
+    await asyncio.wait([a, b, c], timeout=WAIT)
+    with pytest.raises(DependencyFailure) as info:
+        await asyncio.wait_for(join(a, c, b), WAIT)
+    error = info.value
+    assert error.failed_dependencies == ['first', 'second']
+    assert str(error).startswith("Cannot execute 'join' due to dependency failure")
+    assert a._af_record.uid in str(error) and b._af_record.uid in str(error)
+    assert error.root_cause is a.exception()
+
+
 async def test_failing_block_fails_its_dependents(engine):
     @engine.block
     async def bad_block():
