@@ -111,6 +111,8 @@ class Outcomes:
         self._background: set = set()        # backend cancel calls in flight
         #: Reports dropped because no task of this engine was their subject (any more).
         self.dropped = 0
+        #: The engine's CampaignRecorder, if it has a journal.
+        self.recorder: Any = None
         # Subclasses of the engine may override the documented handlers;
         # then they are called with the task dict, as they expect.
         cls = type(engine)
@@ -148,15 +150,16 @@ class Outcomes:
 
     def on_done(self, spec: TaskSpec, result: Any) -> None:
         """The task succeeded: resolve its future and release its dependents."""
-        record = self._current(spec, 'DONE')
-        if record is None:
+        record = self._records.get(spec.uid)     # _current(), inlined: once per task
+        current = record.task_spec if record is not None else None
+        if current is None or current.attempt != spec.attempt:
+            self.drop(spec, 'DONE, but the engine runs no such task (attempt) now')
             return
         future = record.future
         if future is None or future.done():
             self.drop(spec, 'DONE, but its future is settled already')
             return
         record.backend_final = True
-        value = result.stdout if type(result) is CommandResult else result
         # Settled right here, not by the done-callback a loop turn later: the
         # dependents are released in the same step (one hop less per chain
         # link).  Other outcomes, user cancellation included, still arrive
@@ -167,11 +170,10 @@ class Outcomes:
             task.update(outcome_fields(spec.type, result))
             self._engine.handle_task_success(task, future)
         else:
-            future.set_result(value)
-        recorder = self._engine._recorder
-        if recorder is not None and future.done() and not future.cancelled() \
+            future.set_result(result.stdout if type(result) is CommandResult else result)
+        if self.recorder is not None and future.done() and not future.cancelled() \
                 and future.exception() is None:
-            recorder.record_done(record, future.result())
+            self.recorder.record_done(record, future.result())
         if direct:
             if future.done():
                 self.on_future_done(future)

@@ -76,7 +76,7 @@ class ComponentRecord(Node):
 
     __slots__ = ('uid', 'spec', '_future', '_future_ref', 'args', 'kwargs', 'options', 'files',
                  'dependencies', 'block_task', 'backend_final', 'attempts',
-                 'upstream_blocks', 'task_spec', 'route')
+                 'upstream_blocks', 'task_spec', 'route', 'implicit_edge')
 
     def __init__(self, uid: str, spec: _ComponentSpec, future: asyncio.Future,
                  args: tuple, kwargs: dict, options: Dict[str, Any],
@@ -107,6 +107,8 @@ class ComponentRecord(Node):
         self.task_spec: Any = None
         #: Where the task runs (a route of the engine; None: the default backend).
         self.route: Any = None
+        #: The DataEdge its dependents receive for implicit data (made on first use).
+        self.implicit_edge: Any = None
 
     @property
     def name(self) -> str:

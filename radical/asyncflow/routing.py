@@ -28,6 +28,9 @@ class BackendRoute:
     driver: Any
     #: Whether RUNNING is reported when a task starts (timeouts count from then).
     reports_running: bool
+    #: Whether its tasks get implicit data edges: a backend of the dict protocol
+    #: (told through link_implicit_data_deps), or one without a shared file system.
+    stages_data: bool
 
     @property
     def states(self) -> Any:
@@ -52,10 +55,12 @@ def make_route(backend: Any) -> BackendRoute:
     """The route to ``backend``; TypeError naming what a foreign object lacks."""
     if speaks_natively(backend):
         driver = backend
+        stages_data = not getattr(backend, 'shared_filesystem', True)
     else:
         driver = LegacyAdapter.for_backend(backend)
+        stages_data = True
     return BackendRoute(backend_name(backend), backend, driver,
-                        bool(getattr(backend, 'reports_running', False)))
+                        bool(getattr(backend, 'reports_running', False)), stages_data)
 
 
 async def open_backends(backend: Any, dry_run: bool) -> List[Any]:
@@ -114,6 +119,17 @@ async def _configured_backend() -> Any:
             f'config file in {config.ENV_CONFIG}), or run the driver with '
             f'radical-asyncflow-run')
     return await initialize(registry.build(cfg.name, cfg.resources))
+
+
+async def shutdown_backends(routes: Sequence[BackendRoute], log: Any) -> None:
+    """Shut every backend down; one that fails does not stop the others."""
+    for route in routes:
+        try:
+            result = route.backend.shutdown()
+            if inspect.isawaitable(result):
+                await result
+        except Exception as exc:
+            log.error('shutting down backend %r failed: %s', route.name, exc)
 
 
 def find_route(routes: Sequence[BackendRoute], name: Optional[str]) -> Optional[BackendRoute]:

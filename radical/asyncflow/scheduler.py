@@ -28,6 +28,8 @@ from .records import BLOCK, EXECUTABLE, TASK, ComponentRecord, _describe_type, _
 #: Ready components handed to a backend per submission batch.
 SUBMIT_BATCH = 4096
 
+_new_spec = tuple.__new__
+
 
 class Scheduler:
     """Drains one engine's ready queue into its backends."""
@@ -111,14 +113,15 @@ class Scheduler:
                 if record.dependencies or record.files else ()
             spec = record.spec
             files = record.files
-            record.task_spec = TaskSpec(
+            # tuple.__new__ directly: a TaskSpec per task, without the Python-level __new__
+            record.task_spec = _new_spec(TaskSpec, (
                 record.uid, spec.name, spec.task_type,
                 spec.func if spec.task_type is not EXECUTABLE else None, None, args,
                 types.MappingProxyType(kwargs) if kwargs else NO_OPTIONS,
                 types.MappingProxyType(record.options) if record.options else NO_OPTIONS,
                 spec.is_service,
                 record.attempts.attempt if record.attempts is not None else 1,
-                inputs, files[0] if files else (), files[1] if files else ())
+                inputs, files[0] if files else (), files[1] if files else ()))
             return True
         except Exception as exc:
             if not record.future.done():
@@ -148,12 +151,19 @@ class Scheduler:
         engine = self._engine
         edges: List[DataEdge] = []
         produced: Dict[str, Any] = {}
-        implicit = engine.implicit_data_mode
+        # Implicit edges go to the backends that stage data; a task of a shared
+        # file system sees its producers' files where they are.
+        implicit = engine.implicit_data_mode and \
+            (record.route or engine._default_route).stages_data
         for dep in record.dependencies:
             if dep.spec.kind is not TASK:
                 continue
             if implicit:
-                edges.append(DataEdge(dep.uid, None, None, engine._route_of(dep).name))
+                edge = dep.implicit_edge
+                if edge is None:        # made once per producer, shared by its consumers
+                    edge = dep.implicit_edge = _new_spec(DataEdge, (
+                        dep.uid, None, None, (dep.route or engine._default_route).name))
+                edges.append(edge)
             if dep.files:
                 for name in dep.files[1]:
                     produced[os.path.basename(name)] = (dep, name)

@@ -32,7 +32,7 @@ from .recorder import CampaignRecorder
 from .records import (_BLOCK_CHAIN, BLOCK, EXECUTABLE, FUNCTION, TASK, ComponentRecord,
                       ComponentType, TaskType, _Attempts, _ComponentSpec, _ComponentsView,
                       _TaskFuture, _cycle_error, _describe_type, _upstream_blocks)
-from .routing import check_names, make_route, open_backends
+from .routing import check_names, make_route, open_backends, shutdown_backends
 from .run_stats import STATS
 from .scheduler import SUBMIT_BATCH, Scheduler
 
@@ -93,7 +93,7 @@ class WorkflowEngine:
             raise
         if opened is not None:
             from .backends.execution.noop import NoopExecutionBackend
-            instance._recorder = CampaignRecorder(
+            instance._recorder = instance._outcomes.recorder = CampaignRecorder(
                 opened, instance.loop, instance.log, instance.work_dir,
                 read_only=dry_run or isinstance(instance.backend, NoopExecutionBackend),
                 owns=instance._owns)
@@ -131,6 +131,7 @@ class WorkflowEngine:
         self.components = _ComponentsView(self._records)
         self._graph = DependencyGraph()
         self._scheduler = Scheduler(self)
+        self._ready = self._scheduler.ready
         self.queue = self._scheduler.queue
         self._outcomes = Outcomes(self)
         self._reporter = EngineReporter(self._outcomes, self.loop, self.log)
@@ -262,7 +263,10 @@ class WorkflowEngine:
         if blocker is not None:
             self._outcomes.finish_after_dependency(record, blocker)
         elif record.state is NodeState.READY:
-            self._scheduler.push(record)
+            ready = self._ready
+            if not ready:           # else the scheduler is awake or about to be
+                self._scheduler.wakeup.set()
+            ready.append(record)
         return future
 
     def _scan(self, values: Any, dependencies: Dict[ComponentRecord, None],
@@ -386,27 +390,17 @@ class WorkflowEngine:
         if skip_execution_backend:
             self.log.info('leaving the execution backends running, as asked')
         else:
-            await self._shutdown_backends()
+            await shutdown_backends(self._routes, self.log)
         self._reporter.closed = True
         for route in self._routes:
             route.forget(self._reporter)
         if self._recorder is not None:
             self._recorder.close()
-            self._recorder = None
+            self._recorder = self._outcomes.recorder = None
         STATS.summaries.append(self._monitor.stop(self.exit_signal))
         self.prof.prof('engine_stop', uid='engine')
         self.prof.flush()
         self.log.info('engine stopped')
-
-    async def _shutdown_backends(self) -> None:
-        """Shut every backend down; one that fails does not stop the others."""
-        for route in self._routes:
-            try:
-                result = route.backend.shutdown()
-                if inspect.isawaitable(result):
-                    await result
-            except Exception as exc:
-                self.log.error('shutting down backend %r failed: %s', route.name, exc)
 
     def _cancel_pending(self, stop_in_backend: bool) -> None:
         """Cancel every unfinished future; the backend is told only if asked."""

@@ -177,8 +177,9 @@ class ExecutionBackend(BaseExecutionBackend):
     #: Marks the classes whose dict-face methods are the bridges below, not
     #: a subclass's own: the engine drives such a backend natively.
     _NATIVE = True
-    #: Tasks see the client's file system at the same paths: data edges need
-    #: no staging (Noop, Concurrent, Dask on one machine or a shared FS).
+    #: Tasks see the client's file system at the same paths (Noop, Concurrent,
+    #: Dask on one machine or a shared FS): no staging, and no implicit data
+    #: edges in the specs.  False: implicit edges come with each spec.
     shared_filesystem: bool = True
     _name: Optional[str] = None
 

@@ -59,7 +59,8 @@ class TaskSpec(NamedTuple):
 
     ``args``/``kwargs`` hold the dependencies' results already; ``options``
     are the task's ``task_description`` keys meant for the backend; ``inputs``
-    are the data edges from its dependencies and the files it stages in.
+    are the files it stages in and, for a backend that stages data
+    (``shared_filesystem = False``), the implicit edges from its dependencies.
     ``attempt`` counts from 1; a retried task comes again with the same uid
     and a higher attempt.
     """

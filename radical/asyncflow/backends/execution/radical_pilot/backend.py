@@ -78,6 +78,8 @@ class RadicalExecutionBackend(ExecutionBackend):
     _NATIVE = True
     #: RUNNING is RP's AGENT_EXECUTING: after the task waited for cores.
     reports_running = True
+    #: Each task runs in a sandbox of its own: data is linked or staged in.
+    shared_filesystem = False
 
     def __init__(self, resources: Dict[str, Any], raptor_config: Optional[Dict[str, Any]] = None,
                  *, work_dir: Optional[str] = None, startup_timeout: Optional[float] = None,
