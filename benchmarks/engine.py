@@ -8,6 +8,11 @@ Workloads (the engine runs on the Noop backend unless said otherwise):
   W4  a random DAG of 1e5 tasks, 3 dependencies each (seeded)
   W5  1,000 executable /bin/true tasks on the Concurrent backend
       against asyncio.create_subprocess_exec
+  R1  W1 routed: the engine has two Noop backends, tasks alternate between them
+  R3  W3 routed likewise (the fan's members alternate)
+
+The routing overhead is R1 (R3) against W1 (W3), ours against ours: the
+summary line after the table gives it.
 
 "plain" is the same DAG as plain asyncio: one asyncio.create_task per node,
 awaiting its dependencies' tasks.  In W5 both sides run at most WORKERS
@@ -48,7 +53,10 @@ FAN_SIZES = [1_000, 10_000]
 DAG_SIZE, DAG_DEGREE, DAG_SEED = 100_000, 3, 42
 EXEC_SIZE = 1_000
 
-QUICK = {'W1': [100, 1_000], 'W2': [100], 'W3': [100], 'W4': [1_000], 'W5': [50]}
+QUICK = {'W1': [100, 1_000], 'W2': [100], 'W3': [100], 'W4': [1_000], 'W5': [50],
+         'R1': [1_000], 'R3': [100]}
+#: The routed workloads and the graphs they share with the single-backend ones.
+ROUTED = {'R1': 'W1', 'R3': 'W3'}
 #: Commands running at once in W5, on both sides (ThreadPoolExecutor's default size).
 WORKERS = min(32, (os.cpu_count() or 1) + 4)
 #: The engine's held memory is measured on at most this many tasks (tracemalloc is slow).
@@ -60,6 +68,8 @@ TITLES = {
     'W3': 'fan-out/in',
     'W4': 'random DAG x3',
     'W5': '/bin/true',
+    'R1': 'routed W1',
+    'R3': 'routed W3',
 }
 
 
@@ -67,6 +77,7 @@ TITLES = {
 
 def dag_edges(workload: str, n: int) -> List[List[int]]:
     """deps[i] = the nodes node i depends on (all < i); node n-1 is awaited last."""
+    workload = ROUTED.get(workload, workload)
     if workload == 'W1' or workload == 'W5':
         return [[] for _ in range(n)]
     if workload == 'W2':
@@ -94,6 +105,21 @@ async def _our_engine(workload: str) -> tuple:
         @engine.executable_task
         async def node(*deps):
             return '/bin/true'
+    elif workload in ROUTED:
+        from radical.asyncflow import NoopExecutionBackend
+        engine = await WorkflowEngine.create(backend=[NoopExecutionBackend(name='one'),
+                                                      NoopExecutionBackend(name='two')])
+
+        async def noop(*deps):
+            return None
+
+        on_one = engine.function_task(noop)
+        on_two = engine.function_task(noop, backend='two')
+        count = [0]
+
+        def node(*deps):            # every other task on the second backend
+            count[0] += 1
+            return on_two(*deps) if count[0] % 2 else on_one(*deps)
     else:
         engine = await WorkflowEngine.create(dry_run=True)     # Noop backend
 
@@ -348,7 +374,7 @@ def plan(args: argparse.Namespace) -> List[tuple]:
         sizes = dict(QUICK)
     else:
         sizes = {'W1': args.sizes, 'W2': CHAIN_SIZES, 'W3': FAN_SIZES,
-                 'W4': [DAG_SIZE], 'W5': [EXEC_SIZE]}
+                 'W4': [DAG_SIZE], 'W5': [EXEC_SIZE], 'R1': args.sizes, 'R3': FAN_SIZES}
     wanted = args.workloads or list(sizes)
     return [(w, n) for w in wanted for n in sizes[w]]
 
@@ -377,6 +403,18 @@ def print_table(rows: List[Dict[str, Any]]) -> None:
         print(f"{label:<18}{r['tasks']:>8}  {r['impl']:<6}{r['seconds']:>9.3f}"
               f"{r['tasks_per_s']:>11,.0f}{ratio:>7}{r['cpu_seconds']:>8.2f}{cpu_ratio:>10}"
               f"{_mib(r['peak_rss']):>14}{r['rss_per_task'] / 1024:>14.2f}{held:>13}{errors}")
+
+
+def print_routing(rows: List[Dict[str, Any]]) -> None:
+    """Routed against single-backend, ours against ours: what routing costs."""
+    by_key = {(r['workload'], r['n'], r['impl']): r for r in rows}
+    for routed, single in ROUTED.items():
+        for r in rows:
+            base = by_key.get((single, r['n'], 'ours'))
+            if r['workload'] == routed and r['impl'] == 'ours' and base:
+                print(f"routing cost {routed} vs {single}, n={r['n']}: "
+                      f"{100 * (r['seconds'] / base['seconds'] - 1):+.1f}% wall, "
+                      f"{100 * (r['cpu_seconds'] / max(base['cpu_seconds'], 1e-9) - 1):+.1f}% CPU")
 
 
 def write_png(rows: List[Dict[str, Any]], path: str) -> None:
@@ -458,7 +496,7 @@ def main(argv: Optional[List[str]] = None) -> int:
         args.repeat = 1 if args.quick else 3
     unknown = set(args.workloads or ()) - set(TITLES)
     if unknown:
-        parser.error(f"unknown workloads {', '.join(sorted(unknown))}: choose from W1..W5")
+        parser.error(f"unknown workloads {', '.join(sorted(unknown))}: choose from W1..W5, R1, R3")
 
     from radical.asyncflow import __version__
     print(f'radical.asyncflow {__version__}, Python {platform.python_version()}, '
@@ -474,6 +512,7 @@ def main(argv: Optional[List[str]] = None) -> int:
         rows.extend(measure_pair(workload, n, args.repeat, args.timeout))
     print()
     print_table(rows)
+    print_routing(rows)
     failed = sum(r['errors'] for r in rows)
 
     if args.json:

@@ -6,7 +6,7 @@ import subprocess
 import sys
 
 BENCHMARK = pathlib.Path(__file__).resolve().parent.parent / 'benchmarks' / 'engine.py'
-WORKLOADS = {'W1', 'W2', 'W3', 'W4', 'W5'}
+WORKLOADS = {'W1', 'W2', 'W3', 'W4', 'W5', 'R1', 'R3'}
 
 
 def test_quick_benchmark_writes_every_workload(tmp_path):
@@ -27,3 +27,4 @@ def test_quick_benchmark_writes_every_workload(tmp_path):
         assert r['tasks'] > 0 and r['seconds'] > 0 and r['tasks_per_s'] > 0, where
         if r['impl'] == 'ours':
             assert r['held_per_task'] > 0, where
+    assert 'routing cost R1 vs W1' in proc.stdout and 'routing cost R3 vs W3' in proc.stdout

@@ -322,13 +322,13 @@ BAD_INPUT = {
     'config-missing': (['--config', 'nosuch.toml', 'show.py'],
                        "config file 'nosuch.toml' does not exist"),
     'config-not-toml': (['--config', 'bad.toml', 'show.py'], 'is not valid TOML'),
-    'config-unknown-key': (['--config', 'typo.toml', 'show.py'], "unknown setting 'backends'"),
+    'config-unknown-key': (['--config', 'typo.toml', 'show.py'], "unknown setting 'backendz'"),
     'config-wrong-type': (['--config', 'type.toml', 'show.py'], 'nodes must be a int'),
     'config-unknown-backend': (['--config', 'backend.toml', 'show.py'],
                                "unknown backend 'pbs'"),
     'env-unknown-backend': (['show.py'], "unknown backend 'mpi'"),
 }
-CONFIG_FILES = {'bad.toml': 'backend = \n', 'typo.toml': 'backends = "noop"\n',
+CONFIG_FILES = {'bad.toml': 'backend = \n', 'typo.toml': 'backendz = "noop"\n',
                 'type.toml': '[submit]\nnodes = "two"\n', 'backend.toml': 'backend = "pbs"\n'}
 
 

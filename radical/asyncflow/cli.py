@@ -156,24 +156,40 @@ def resolve_settings(args: argparse.Namespace) -> config.Settings:
     return settings
 
 
-def choose_backend(settings: config.Settings,
-                   allocation: Optional[batch.Allocation]) -> config.BackendConfig:
-    """The backend to run: the settings', else the detected default."""
-    name = settings.backend or ('radical' if allocation else 'concurrent')
-    resources = dict(settings.resources or {})
-    if name == 'radical' and allocation is not None and 'resource' not in resources:
-        # one pilot that fills the allocation; given keys (e.g. runtime) win
-        resources = {**allocation.pilot_resources(), **resources}
-    try:
-        return config.BackendConfig(name, resources)
-    except ValueError as exc:
-        raise UsageError(str(exc)) from None
+def choose_backends(settings: config.Settings,
+                    allocation: Optional[batch.Allocation]) -> List[config.BackendConfig]:
+    """The backends to run: the settings', else the detected default.
+
+    A radical backend without a ``resource`` inside an allocation gets one
+    pilot that fills the allocation (the keys given, e.g. runtime, win).
+    """
+    if settings.backends and settings.backend is None:
+        chosen = settings.backends
+    else:
+        kind = settings.backend or ('radical' if allocation else 'concurrent')
+        try:
+            chosen = [config.BackendConfig(kind, dict(settings.resources or {}))]
+        except ValueError as exc:
+            raise UsageError(str(exc)) from None
+    result = []
+    for cfg in chosen:
+        resources = dict(cfg.resources)
+        if cfg.kind == 'radical' and allocation is not None and 'resource' not in resources:
+            resources = {**allocation.pilot_resources(), **resources}
+        result.append(config.BackendConfig(cfg.kind, resources, cfg.name))
+    return result
 
 
-def export(cfg: config.BackendConfig, settings: config.Settings) -> None:
+def export(chosen: List[config.BackendConfig], settings: config.Settings) -> None:
     """Hand the choice to the driver's WorkflowEngine.create() (environment)."""
-    os.environ[config.ENV_BACKEND] = cfg.name
-    os.environ[config.ENV_RESOURCES] = json.dumps(cfg.resources)
+    if len(chosen) == 1:
+        os.environ[config.ENV_BACKEND] = chosen[0].kind
+        os.environ[config.ENV_RESOURCES] = json.dumps(chosen[0].resources)
+        os.environ.pop(config.ENV_BACKENDS, None)
+    else:
+        os.environ[config.ENV_BACKENDS] = json.dumps([cfg.as_json() for cfg in chosen])
+        os.environ.pop(config.ENV_BACKEND, None)
+        os.environ.pop(config.ENV_RESOURCES, None)
     if settings.journal:
         os.environ[config.ENV_JOURNAL] = os.path.abspath(settings.journal)
     if settings.quiet:
@@ -286,21 +302,22 @@ def main(argv: Optional[List[str]] = None) -> int:
         if args.submit:
             return submit(args, settings, driver)
         allocation = None
-        if settings.backend in (None, 'radical'):
+        if settings.backend == 'radical' or (settings.backend is None and (
+                not settings.backends or any(b.kind == 'radical' for b in settings.backends))):
             try:
                 allocation = batch.detect_allocation(walltime=True)
             except batch.BatchError as exc:
                 raise UsageError(f'cannot use this batch allocation: {exc}') from None
-        cfg = choose_backend(settings, allocation)
+        chosen = choose_backends(settings, allocation)
         if settings.work_dir:
             try:
                 os.makedirs(settings.work_dir, exist_ok=True)
                 os.chdir(settings.work_dir)
             except OSError as exc:
                 raise UsageError(f'--work-dir {settings.work_dir!r}: {exc.strerror}') from None
-        export(cfg, settings)
-        if allocation is not None and cfg.resources.get('resource') == \
-                allocation.scheduler.rp_resource:
+        export(chosen, settings)
+        if allocation is not None and any(cfg.resources.get('resource') ==
+                                          allocation.scheduler.rp_resource for cfg in chosen):
             try:
                 os.environ.update(allocation.pilot_environment(os.getcwd()))
             except OSError as exc:
@@ -312,9 +329,11 @@ def main(argv: Optional[List[str]] = None) -> int:
 
     if allocation is not None:
         _say(settings, f'in {allocation.describe()}')
-    if cfg.name == 'radical' and str(cfg.resources.get('resource', '')).startswith('asyncflow.'):
-        _say(settings, f'backend radical: one pilot on {cfg.resources["resource"]} '
-                       f'({json.dumps(cfg.resources)})')
+    for cfg in chosen:
+        if cfg.kind == 'radical' and \
+                str(cfg.resources.get('resource', '')).startswith('asyncflow.'):
+            _say(settings, f'backend {cfg.name}: one pilot on {cfg.resources["resource"]} '
+                           f'({json.dumps(cfg.resources)})')
     if args.stop_after:
         _arm_stop_timer(args.stop_after)
     status = run_driver(driver, args.driver_args)
@@ -324,7 +343,8 @@ def main(argv: Optional[List[str]] = None) -> int:
         return EXIT_USAGE
     if status == EXIT_OK and (STATS.failed or STATS.canceled):
         status = EXIT_TASKS_FAILED
-    _say(settings, f'backend {cfg.name}: {STATS.done} done, {STATS.failed} failed, '
+    _say(settings, f'backend {", ".join(cfg.name for cfg in chosen)}: {STATS.done} done, '
+                   f'{STATS.failed} failed, '
                    f'{STATS.canceled} cancelled; exit status {status}')
     for summary in STATS.summaries:       # one per engine (radical.asyncflow.monitor)
         if summary.get('summary_file'):

@@ -11,6 +11,8 @@ Environment:
   (``concurrent``: ``max_workers`` and ``executor``, ``thread`` or
   ``process``; ``dask``: LocalCluster/Client keys; ``radical``:
   PilotDescription keys and ``raptor_config``)
+* ``RADICAL_ASYNCFLOW_BACKENDS``: several named backends, a JSON list of
+  ``{"name": ..., "type": ..., "resources": {...}}`` (the first is the default)
 * ``RADICAL_ASYNCFLOW_JOURNAL``: the campaign journal (``--resume``)
 * ``RADICAL_ASYNCFLOW_CONFIG``: a TOML config file
 
@@ -25,6 +27,18 @@ Config file (every key optional; relative paths are relative to the file)::
     resource = "asyncflow.slurm"
     cores = 64
     runtime = 60
+
+Several named backends instead of ``backend``/``resources`` (the first is
+the default; tasks pick the others with ``backend='local'``)::
+
+    [backends.sim]
+    type = "radical"         # a registry name; default: the table's name
+    resource = "local.localhost"
+    cores = 4
+
+    [backends.local]
+    type = "concurrent"
+    max_workers = 4
 
     [submit]                 # radical-asyncflow-run --submit slurm|pbs
     nodes = 2
@@ -59,7 +73,9 @@ BACKEND_NAMES = registry.names()
 SUBMIT_KEYS: Dict[str, type] = {
     'nodes': int, 'walltime': float, 'account': str, 'queue': str, 'signal_before': int,
     'gpus_per_node': int, 'job_name': str, 'batch_options': list, 'setup': list}
-_TOP_KEYS = ('backend', 'resources', 'work_dir', 'resume', 'quiet', 'submit')
+_TOP_KEYS = ('backend', 'resources', 'backends', 'work_dir', 'resume', 'quiet', 'submit')
+#: A JSON list of named backends, ``[{"name": ..., "type": ..., "resources": {...}}]``.
+ENV_BACKENDS = 'RADICAL_ASYNCFLOW_BACKENDS'
 
 
 class ConfigError(ValueError):
@@ -73,6 +89,9 @@ class Settings:
 
     backend: Optional[str] = None
     resources: Optional[Dict[str, Any]] = None
+    #: Several named backends (the first is the default); ``backend`` is the
+    #: one-backend shortcut, and whichever a layer sets hides the other below it.
+    backends: Optional[List['BackendConfig']] = None
     work_dir: Optional[str] = None
     journal: Optional[str] = None
     quiet: Optional[bool] = None
@@ -80,8 +99,10 @@ class Settings:
 
     def over(self, lower: 'Settings') -> 'Settings':
         """These settings, with what is unset here taken from ``lower``."""
+        here = self.backend is not None or self.backends is not None
         return Settings(
-            backend=self.backend if self.backend is not None else lower.backend,
+            backend=self.backend if here else lower.backend,
+            backends=self.backends if here else lower.backends,
             resources=self.resources if self.resources is not None else lower.resources,
             work_dir=self.work_dir if self.work_dir is not None else lower.work_dir,
             journal=self.journal if self.journal is not None else lower.journal,
@@ -141,7 +162,34 @@ def settings_from_env(environ: Optional[Mapping[str, str]] = None) -> Settings:
         settings.resources = _json_object(env[ENV_RESOURCES].strip(), ENV_RESOURCES)
     if env.get(ENV_JOURNAL, '').strip():
         settings.journal = env[ENV_JOURNAL].strip()
+    if env.get(ENV_BACKENDS, '').strip():
+        settings.backends = _backends_from_json(env[ENV_BACKENDS], ENV_BACKENDS)
     return settings
+
+
+def _backends_from_json(text: str, what: str) -> List['BackendConfig']:
+    try:
+        entries = json.loads(text)
+    except json.JSONDecodeError as exc:
+        raise ConfigError(f'{what} is not valid JSON: {exc}') from None
+    if not isinstance(entries, list) or not entries or \
+            not all(isinstance(e, dict) for e in entries):
+        raise ConfigError(f'{what} must be a non-empty JSON list of objects '
+                          f'{{"name": ..., "type": ..., "resources": {{...}}}}')
+    return [_backend_entry(e.get('name'), e.get('type'), e.get('resources') or {}, what)
+            for e in entries]
+
+
+def _backend_entry(name: Any, kind: Any, resources: Any, where: str) -> 'BackendConfig':
+    if not isinstance(name, str) or not name:
+        raise ConfigError(f'{where}: every backend needs a name, not {name!r}')
+    if not isinstance(kind, str):
+        raise ConfigError(f"{where}: backend {name!r} needs a type, one of "
+                          f"{', '.join(BACKEND_NAMES)}")
+    if not isinstance(resources, dict):
+        raise ConfigError(f'{where}: the resources of backend {name!r} must be a table')
+    return BackendConfig(check_backend(kind, f'{where}: backend {name!r}'), dict(resources),
+                         name)
 
 
 def load_config_file(path: str) -> Settings:
@@ -167,6 +215,11 @@ def load_config_file(path: str) -> Settings:
         settings.backend = check_backend(_typed(data, 'backend', str, where), where)
     if 'resources' in data:
         settings.resources = parse_resources(data['resources'], f'{where}: resources', base)
+    if 'backends' in data:
+        if 'backend' in data or 'resources' in data:
+            raise ConfigError(f'{where}: give either backend (and resources) or [backends.NAME] '
+                              f'tables, not both')
+        settings.backends = _backend_tables(data['backends'], where)
     if 'work_dir' in data:
         settings.work_dir = os.path.join(base, _typed(data, 'work_dir', str, where))
     if 'resume' in data:
@@ -186,6 +239,19 @@ def load_config_file(path: str) -> Settings:
     return settings
 
 
+def _backend_tables(tables: Any, where: str) -> List['BackendConfig']:
+    """``[backends.NAME]`` tables: ``type = "radical"`` (default: NAME) and the resources."""
+    if not isinstance(tables, dict) or not tables or \
+            not all(isinstance(t, dict) for t in tables.values()):
+        raise ConfigError(f'{where}: backends must be tables [backends.NAME] with a type and '
+                          f'the backend\'s resources, e.g. [backends.sim] type = "radical"')
+    entries = []
+    for name, table in tables.items():      # in the file's order: the first is the default
+        resources = {k: v for k, v in table.items() if k != 'type'}
+        entries.append(_backend_entry(name, table.get('type', name), resources, where))
+    return entries
+
+
 def _typed(table: Dict[str, Any], key: str, kind: type, where: str) -> Any:
     value = table[key]
     if kind is float and isinstance(value, int) and not isinstance(value, bool):
@@ -203,32 +269,43 @@ def _typed(table: Dict[str, Any], key: str, kind: type, where: str) -> Any:
 
 @dataclass
 class BackendConfig:
-    """Which backend to build and with which resources."""
+    """Which backend to build (``kind``: a registry name), with which resources,
+    and the name tasks route to it by (default: ``kind``)."""
 
-    name: str
+    kind: str
     resources: Dict[str, Any] = field(default_factory=dict)
+    name: str = ''
 
     def __post_init__(self) -> None:
-        if self.name not in BACKEND_NAMES:
-            raise ValueError(f"unknown backend {self.name!r}: choose one of "
+        if self.kind not in BACKEND_NAMES:
+            raise ValueError(f"unknown backend {self.kind!r}: choose one of "
                              f"{', '.join(BACKEND_NAMES)}")
         if not isinstance(self.resources, dict):
             raise ValueError(f'backend resources must be a JSON object, '
                              f'not {type(self.resources).__name__}')
+        self.name = self.name or self.kind
+
+    def as_json(self) -> Dict[str, Any]:
+        """The entry of this backend in ``RADICAL_ASYNCFLOW_BACKENDS``."""
+        return {'name': self.name, 'type': self.kind, 'resources': self.resources}
 
 
-def configured_backend(environ: Optional[Mapping[str, str]] = None) -> Optional[BackendConfig]:
-    """The backend named by the environment or the config file it names, or None."""
+def configured_backends(environ: Optional[Mapping[str, str]] = None
+                        ) -> Optional[List[BackendConfig]]:
+    """The backends named by the environment or the config file it names, or None."""
     env = os.environ if environ is None else environ
     settings = settings_from_env(env)
     if env.get(ENV_CONFIG, '').strip():
         settings = settings.over(load_config_file(env[ENV_CONFIG].strip()))
+    if settings.backends:
+        return settings.backends
     if settings.backend is None:
         return None
-    return BackendConfig(settings.backend, settings.resources or {})
+    return [BackendConfig(settings.backend, settings.resources or {})]
 
 
 __all__: List[str] = [
-    'ENV_BACKEND', 'ENV_RESOURCES', 'ENV_JOURNAL', 'ENV_CONFIG', 'BACKEND_NAMES', 'Settings',
-    'ConfigError', 'BackendConfig', 'configured_backend', 'load_config_file',
+    'ENV_BACKEND', 'ENV_RESOURCES', 'ENV_BACKENDS', 'ENV_JOURNAL', 'ENV_CONFIG',
+    'BACKEND_NAMES', 'Settings', 'ConfigError', 'BackendConfig', 'configured_backends',
+    'load_config_file',
     'settings_from_env', 'parse_resources']

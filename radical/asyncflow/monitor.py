@@ -41,6 +41,11 @@ STATE_EVENT = 'advance'
 FLUSH_INTERVAL = 1.0
 #: Tasks named per failure cause in the summary.
 NAMES_PER_CAUSE = 5
+#: Workflows listed in the printed summary (the file has all).
+WORKFLOWS_SHOWN = 10
+#: In the profile, the message of a component's first event is its name, then
+#: `` workflow=<id>`` if it belongs to a workflow.
+WORKFLOW_MARK = 'workflow='
 
 STATES: Tuple[NodeState, ...] = tuple(NodeState)
 STATE_NAMES: Tuple[str, ...] = tuple(s.name for s in STATES)
@@ -111,6 +116,8 @@ class RunMonitor:
         self._block_counts = [0] * len(STATES)
         self._peak = [0]                     # the most tasks SUBMITTED or RUNNING at once
         self._failures: Dict[str, List[Any]] = {}      # cause -> [count, names]
+        #: Components per state of each workflow (workflow_id= and workflow scopes).
+        self._workflows: Dict[str, List[int]] = {}
         self.started = time.time()
         self.stopped: Optional[float] = None
         self.summary: Optional[Dict[str, Any]] = None
@@ -123,6 +130,10 @@ class RunMonitor:
         # The observers records call: closures, as their lookups are the cheapest.
         self.on_task = self._task_observer(self.profile)
         self.on_block = self._on_block
+        # Records of a workflow get an observer that counts for it too: the
+        # others pay nothing for workflows.
+        self._in_workflow = {self.on_task: self._workflow_observer(self.on_task),
+                             self.on_block: self._workflow_observer(self.on_block)}
         self.created = self._creation_observer(self.profile)
         #: ``batch_submitted(records)``: the engine hands these tasks, just
         #: made SUBMITTED, to the backend now.  They share one profile event.
@@ -139,6 +150,8 @@ class RunMonitor:
         block_kind, on_task, on_block = self._block_kind, self.on_task, self.on_block
         tasks, blocks = self._task_counts, self._block_counts
 
+        join = self._join_workflow
+
         def created(record: Any) -> None:
             if record.spec.kind is block_kind:
                 record.observer = on_block
@@ -146,6 +159,8 @@ class RunMonitor:
             else:
                 record.observer = on_task
                 tasks[record.state.index] += 1
+            if record.workflow_id is not None:
+                join(record)
         if sink is None:
             return created
 
@@ -162,8 +177,32 @@ class RunMonitor:
             else:
                 record.observer = on_task
                 tasks[index] += 1
-            add((now(), record.uid, code[index], spec.name))
+            if record.workflow_id is None:
+                add((now(), record.uid, code[index], spec.name))
+            else:
+                join(record)
+                add((now(), record.uid, code[index],
+                     f'{spec.name} {WORKFLOW_MARK}{csv_safe(record.workflow_id)}'))
         return created_traced
+
+    def _join_workflow(self, record: Any) -> None:
+        """Count a new record in its workflow and observe it for the workflow too."""
+        counts = self._workflows.get(record.workflow_id)
+        if counts is None:
+            counts = self._workflows[record.workflow_id] = [0] * len(STATES)
+        counts[record.state.index] += 1
+        record.observer = self._in_workflow[record.observer]
+
+    def _workflow_observer(self, observe: Callable[[Any, NodeState, NodeState], None]
+                           ) -> Callable[[Any, NodeState, NodeState], None]:
+        workflows = self._workflows
+
+        def observe_in_workflow(node: Any, old: NodeState, new: NodeState) -> None:
+            observe(node, old, new)
+            counts = workflows[node.workflow_id]
+            counts[old.index] -= 1
+            counts[new.index] += 1
+        return observe_in_workflow
 
     def _task_observer(self, sink: Optional[ProfileSink]
                        ) -> Callable[[Any, NodeState, NodeState], None]:
@@ -257,6 +296,12 @@ class RunMonitor:
         return (t[_DONE] + t[_FAILED] + t[_CANCELED]
                 + b[_DONE] + b[_FAILED] + b[_CANCELED])
 
+    def workflow_counts(self) -> Dict[str, Dict[str, int]]:
+        """Per workflow: its components and how many of them are in each state."""
+        return {wid: {'components': sum(counts),
+                      **{name: counts[i] for i, name in enumerate(STATE_NAMES) if counts[i]}}
+                for wid, counts in self._workflows.items()}
+
     def failures(self) -> List[Dict[str, Any]]:
         """Failures grouped by cause, most frequent first."""
         groups = [{'cause': cause, 'count': count, 'tasks': list(names)}
@@ -339,6 +384,7 @@ class RunMonitor:
             'peak_concurrency': self.peak_concurrency,
             'throughput_per_s': round(finished / wall, 3) if wall > 0 else None,
             'failures': self.failures(),
+            'workflows': self.workflow_counts(),
             'profile': self.profile.path if self.profile is not None else None,
             'interrupted_by': _signal_name(exit_signal),
         }
@@ -376,6 +422,14 @@ def format_summary(summary: Dict[str, Any]) -> str:
     ]
     if summary.get('interrupted_by'):
         lines.append(f"  interrupted by {summary['interrupted_by']}")
+    workflows = summary.get('workflows') or {}
+    for wid, counts in list(workflows.items())[:WORKFLOWS_SHOWN]:
+        lines.append(f"  workflow {wid}: {counts['components']} components, "
+                     f"{counts.get('DONE', 0)} done, {counts.get('FAILED', 0)} failed, "
+                     f"{counts.get('CANCELED', 0)} cancelled")
+    if len(workflows) > WORKFLOWS_SHOWN:
+        lines.append(f"  ... and {len(workflows) - WORKFLOWS_SHOWN} more workflows "
+                     f"(see the summary file)")
     for group in summary['failures']:
         more = group['count'] - len(group['tasks'])
         names = ', '.join(group['tasks']) + (f' and {more} more' if more > 0 else '')

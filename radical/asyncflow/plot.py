@@ -7,7 +7,8 @@ writes two PNG files next to it (or into ``--out``):
 - ``asyncflow_timeline.png``: one bar per task, from the moment the backend
   ran it (RUNNING, else SUBMITTED) to its end, on rows ("slots") assigned
   greedily so that bars on a row never overlap: the number of rows is the
-  concurrency the run reached;
+  concurrency the run reached.  Tasks of workflows (``workflow_id=``,
+  ``engine.workflow_scope()``) get a lane of rows per workflow, labelled;
 - ``asyncflow_concurrency.png``: tasks in the backend and tasks running over
   time, with the finished tasks as a cumulative count.
 
@@ -26,7 +27,7 @@ import sys
 from dataclasses import dataclass, field
 from typing import Dict, List, Optional, Sequence, Tuple
 
-from .monitor import PROFILE_FILE, STATE_EVENT, SUMMARY_FILE
+from .monitor import PROFILE_FILE, STATE_EVENT, SUMMARY_FILE, WORKFLOW_MARK
 
 TIMELINE_FILE = 'asyncflow_timeline.png'
 CONCURRENCY_FILE = 'asyncflow_concurrency.png'
@@ -43,6 +44,7 @@ class TaskInterval:
     end: float
     outcome: str
     slot: int = -1
+    workflow: Optional[str] = None
 
 
 @dataclass
@@ -52,6 +54,7 @@ class Run:
     t0: float = 0.0
     states: Dict[str, Dict[str, float]] = field(default_factory=dict)   # uid -> state -> time
     last: float = 0.0
+    workflows: Dict[str, str] = field(default_factory=dict)            # uid -> workflow id
 
 
 def find_profile(path: str) -> str:
@@ -91,6 +94,9 @@ def read_runs(profile: str) -> List[Run]:
                 states[parts[5]] = ts
                 if ts > current.last:
                     current.last = ts
+                if parts[5] == 'WAITING' and len(parts) > 6 and WORKFLOW_MARK in parts[6]:
+                    current.workflows[parts[4]] = \
+                        parts[6].split(WORKFLOW_MARK, 1)[1].strip()
             elif event == 'engine_start':
                 current = Run()
                 runs.append(current)
@@ -115,8 +121,31 @@ def intervals(run: Run) -> List[TaskInterval]:
             if state in states:
                 outcome, end = state, states[state]
                 break
-        out.append(TaskInterval(uid, start - t0, max(end, start) - t0, outcome))
+        out.append(TaskInterval(uid, start - t0, max(end, start) - t0, outcome,
+                                workflow=run.workflows.get(uid)))
     return out
+
+
+def assign_lanes(tasks: Sequence[TaskInterval]) -> Tuple[int, List[Tuple[str, int, int]]]:
+    """Rows per workflow, stacked: ``(rows, [(workflow, first row, rows), ...])``.
+
+    Tasks outside any workflow share one lane (labelled ``-``); without
+    workflows this is :func:`assign_slots`, with one lane.
+    """
+    groups: Dict[Optional[str], List[TaskInterval]] = {}
+    for task in tasks:
+        groups.setdefault(task.workflow, []).append(task)
+    if set(groups) <= {None}:
+        return assign_slots(tasks), []
+    lanes, first = [], 0
+    for workflow in sorted(groups, key=lambda w: (w is None, w or '')):
+        members = groups[workflow]
+        used = assign_slots(members)
+        for task in members:
+            task.slot += first
+        lanes.append((workflow or '-', first, used))
+        first += used
+    return first, lanes
 
 
 def assign_slots(tasks: Sequence[TaskInterval]) -> int:
@@ -185,7 +214,7 @@ def _pyplot():
 
 
 def plot_timeline(tasks: Sequence[TaskInterval], rows: int, path: str, title: str,
-                  dpi: int = 100) -> str:
+                  dpi: int = 100, lanes: Sequence[Tuple[str, int, int]] = ()) -> str:
     """Write the task timeline PNG; return its path."""
     plt = _pyplot()
     import numpy as np
@@ -212,6 +241,12 @@ def plot_timeline(tasks: Sequence[TaskInterval], rows: int, path: str, title: st
                            for o in present], loc='upper right', fontsize=8)
     ax.set_xlabel('seconds since the first task was created')
     ax.set_ylabel(f'slot ({rows} used: the concurrency reached)')
+    if lanes:                     # one lane of rows per workflow, labelled
+        for _, first, used in lanes[1:]:
+            ax.axhline(first, color='#616161', linewidth=0.8)
+        ax.set_yticks([first + used / 2 for _, first, used in lanes])
+        ax.set_yticklabels([name for name, _, _ in lanes], fontsize=8)
+        ax.set_ylabel(f'workflow ({rows} slots)')
     ax.set_title(title, fontsize=10)
     ax.grid(True, axis='x', alpha=0.3)
     fig.tight_layout()
@@ -259,13 +294,13 @@ def plot_session(session: str, out_dir: Optional[str] = None, run_index: int = -
     except IndexError:
         raise ValueError(f'{profile} holds {len(runs)} runs; --run {run_index} is not one') from None
     tasks = intervals(run)
-    rows = assign_slots(tasks)
+    rows, lanes = assign_lanes(tasks)
     out_dir = out_dir or os.path.dirname(os.path.abspath(profile))
     os.makedirs(out_dir, exist_ok=True)
     label = _title(os.path.dirname(os.path.abspath(profile)), len(tasks), rows)
     return {
         'timeline': plot_timeline(tasks, rows, os.path.join(out_dir, TIMELINE_FILE),
-                                  f'task timeline: {label}', dpi),
+                                  f'task timeline: {label}', dpi, lanes),
         'concurrency': plot_concurrency(concurrency(tasks, run),
                                         os.path.join(out_dir, CONCURRENCY_FILE),
                                         f'concurrency: {label}', dpi),

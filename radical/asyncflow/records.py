@@ -38,13 +38,33 @@ EXECUTABLE = TaskType.EXECUTABLE
 #: first: what a task registered or awaited here must not depend on.
 _BLOCK_CHAIN: contextvars.ContextVar = contextvars.ContextVar('asyncflow_block_chain',
                                                              default=())
+#: The route (backend) of the block whose function runs in the current
+#: context: tasks created there run on it unless they name a backend.
+_BLOCK_ROUTE: contextvars.ContextVar = contextvars.ContextVar('asyncflow_block_route',
+                                                             default=None)
+#: The workflow id of the current ``engine.workflow_scope()`` or block.
+_WORKFLOW_ID: contextvars.ContextVar = contextvars.ContextVar('asyncflow_workflow_id',
+                                                             default=None)
+
+
+class FutureState(str, enum.Enum):
+    """``future.state`` of a task or block future (compares equal to its name)."""
+
+    PENDING = 'PENDING'         # waiting for dependencies, ready, or queued in the backend
+    RUNNING = 'RUNNING'         # the backend runs it (a block: its function runs)
+    DONE = 'DONE'
+    FAILED = 'FAILED'
+    CANCELLED = 'CANCELLED'
+
+    def __str__(self) -> str:
+        return self.value
 
 
 class _ComponentSpec:
     """What a decorator captured about the function it wraps."""
 
     __slots__ = ('kind', 'task_type', 'func', 'name', 'is_service', 'description',
-                 'policy', 'calls')
+                 'policy', 'calls', 'route', 'capture_stdio')
 
     def __init__(self, kind: ComponentType, task_type: Optional[TaskType],
                  func: Callable, is_service: bool, description: Dict[str, Any],
@@ -57,6 +77,8 @@ class _ComponentSpec:
         self.description = description
         self.policy = policy
         self.calls = 0          # how often it was called: part of a task's identity
+        self.route: Any = None  # the backend named by the decorator (None: not named)
+        self.capture_stdio = False
 
 
 class _Attempts:
@@ -76,7 +98,7 @@ class ComponentRecord(Node):
 
     __slots__ = ('uid', 'spec', '_future', '_future_ref', 'args', 'kwargs', 'options', 'files',
                  'dependencies', 'block_task', 'backend_final', 'attempts',
-                 'upstream_blocks', 'task_spec', 'route', 'implicit_edge')
+                 'upstream_blocks', 'task_spec', 'route', 'implicit_edge', 'workflow_id')
 
     def __init__(self, uid: str, spec: _ComponentSpec, future: asyncio.Future,
                  args: tuple, kwargs: dict, options: Dict[str, Any],
@@ -109,6 +131,8 @@ class ComponentRecord(Node):
         self.route: Any = None
         #: The DataEdge its dependents receive for implicit data (made on first use).
         self.implicit_edge: Any = None
+        #: The workflow it belongs to (``workflow_id=``, a workflow scope or its block).
+        self.workflow_id: Optional[str] = None
 
     @property
     def name(self) -> str:
@@ -143,6 +167,19 @@ class _TaskFuture(asyncio.Future):
     """An asyncio.Future that knows the record it belongs to."""
 
     __slots__ = ('_af_record',)
+
+    @property
+    def state(self) -> FutureState:
+        """PENDING, RUNNING, DONE, FAILED or CANCELLED, now (no need to await)."""
+        if self.done():
+            if self.cancelled():
+                return FutureState.CANCELLED
+            return FutureState.FAILED if self.exception() is not None else FutureState.DONE
+        node_state = self._af_record.state
+        if node_state is NodeState.RUNNING or (node_state is NodeState.SUBMITTED
+                                               and self._af_record.spec.kind is BLOCK):
+            return FutureState.RUNNING
+        return FutureState.PENDING
 
     def __await__(self):
         chain = _BLOCK_CHAIN.get()
@@ -201,6 +238,8 @@ def task_dict(record: ComponentRecord) -> Dict[str, Any]:
         'attempt': record.attempts.attempt if record.attempts is not None else 1,
         'metadata': {'input_files': list(inputs), 'output_files': list(outputs)},
         'task_backend_specific_kwargs': dict(record.options),
+        'workflow_id': record.workflow_id,
+        'backend': record.route.name if record.route is not None else None,
     }
 
 

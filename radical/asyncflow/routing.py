@@ -12,10 +12,13 @@ the one :class:`~.backends.execution.legacy.LegacyAdapter` of that backend.
 from __future__ import annotations
 
 import inspect
+import logging
 from dataclasses import dataclass
 from typing import Any, List, Optional, Sequence
 
 from .backends.execution.legacy import LegacyAdapter, check_backend, speaks_natively
+
+_log = logging.getLogger('radical.asyncflow')
 
 
 @dataclass(eq=False)
@@ -71,7 +74,7 @@ async def open_backends(backend: Any, dry_run: bool) -> List[Any]:
     if backend is None:
         if dry_run:
             return [await NoopExecutionBackend()]
-        return [await _configured_backend()]
+        return await _configured_backends()
     backends = list(backend) if isinstance(backend, (list, tuple)) else [backend]
     if not backends:
         raise ValueError('WorkflowEngine.create(backend=[]): give at least one backend')
@@ -106,19 +109,28 @@ def check_names(backends: Sequence[Any]) -> List[str]:
     return names
 
 
-async def _configured_backend() -> Any:
-    """Build and initialise the configured backend, or raise RuntimeError."""
+async def _configured_backends() -> List[Any]:
+    """Build and initialise the configured backends, or raise RuntimeError."""
     from . import config
     from .backends import registry
-    cfg = config.configured_backend()
-    if cfg is None:
+    configured = config.configured_backends()
+    if configured is None:
         raise RuntimeError(
             'WorkflowEngine.create() got no backend and none is configured: pass one '
             '(backend=await ConcurrentExecutionBackend(ThreadPoolExecutor())), use '
             f'dry_run=True, set {config.ENV_BACKEND}=concurrent|dask|radical|noop (or name a '
             f'config file in {config.ENV_CONFIG}), or run the driver with '
             f'radical-asyncflow-run')
-    return await initialize(registry.build(cfg.name, cfg.resources))
+    backends: List[Any] = []
+    try:
+        for cfg in configured:
+            named = {**cfg.resources, 'name': cfg.name} if len(configured) > 1 \
+                else cfg.resources
+            backends.append(await initialize(registry.build(cfg.kind, named)))
+    except BaseException:
+        await shutdown_backends([make_route(b) for b in backends], _log)
+        raise
+    return backends
 
 
 async def shutdown_backends(routes: Sequence[BackendRoute], log: Any) -> None:

@@ -121,7 +121,9 @@ class Scheduler:
                 types.MappingProxyType(record.options) if record.options else NO_OPTIONS,
                 spec.is_service,
                 record.attempts.attempt if record.attempts is not None else 1,
-                inputs, files[0] if files else (), files[1] if files else ()))
+                inputs, files[0] if files else (), files[1] if files else (),
+                record.workflow_id,
+                os.path.join(engine.run_dir, record.uid) if spec.capture_stdio else None))
             return True
         except Exception as exc:
             if not record.future.done():

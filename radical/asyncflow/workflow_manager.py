@@ -12,15 +12,17 @@ hands it to its backend; the backend's reports settle the future
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import contextvars
 import functools
 import inspect
 import os
 import signal
 import threading
-from typing import Any, Callable, Dict, List, Optional, Union
+import time
+from typing import Any, AsyncIterator, Callable, Dict, List, Optional, Union
 
-from .data import File, InputFile, OutputFile
+from .decorators import call_keywords, make_decorator, scan_arguments
 from .graph import DependencyGraph, NodeState
 from .journal import ENV_JOURNAL, Journal
 from .monitor import RunMonitor, make_profiler
@@ -29,20 +31,19 @@ from .policy import DEFAULT_POLICY, TaskPolicy
 from .process_wide import SHUTDOWN_SIGNALS, SignalHub, uid_counter
 from .progress import progress_enabled
 from .recorder import CampaignRecorder
-from .records import (_BLOCK_CHAIN, BLOCK, EXECUTABLE, FUNCTION, TASK, ComponentRecord,
-                      ComponentType, TaskType, _Attempts, _ComponentSpec, _ComponentsView,
-                      _TaskFuture, _cycle_error, _describe_type, _upstream_blocks)
-from .routing import check_names, make_route, open_backends, shutdown_backends
+from .records import (_BLOCK_CHAIN, _BLOCK_ROUTE, _WORKFLOW_ID, BLOCK, EXECUTABLE, FUNCTION,
+                      TASK, ComponentRecord, FutureState, _Attempts, _ComponentSpec,
+                      _ComponentsView, _TaskFuture, _cycle_error, _describe_type,
+                      _upstream_blocks)
+from .routing import check_names, find_route, make_route, open_backends, shutdown_backends
 from .run_stats import STATS
 from .scheduler import SUBMIT_BATCH, Scheduler
 
 __all__ = ['WorkflowEngine', 'TASK', 'BLOCK', 'FUNCTION', 'EXECUTABLE', 'SUBMIT_BATCH',
-           'SHUTDOWN_SIGNALS', '_get_event_loop_or_raise']
+           'SHUTDOWN_SIGNALS', 'FutureState', '_get_event_loop_or_raise']
 
 #: Seconds shutdown() waits for the engine's own coroutines to stop.
 SHUTDOWN_WAIT = 5.0
-
-_NO_DESCRIPTION: Dict[str, Any] = {}
 
 
 def _get_event_loop_or_raise(context_name: str = 'radical.asyncflow') -> asyncio.AbstractEventLoop:
@@ -67,13 +68,19 @@ class WorkflowEngine:
 
     @classmethod
     async def create(cls, backend: Any = None, dry_run: bool = False,
-                     implicit_data: bool = True, *, journal: Optional[str] = None,
+                     implicit_data: bool = True, *, uid: Optional[str] = None,
+                     work_dir: Optional[str] = None, journal: Optional[str] = None,
                      progress: Optional[bool] = None) -> 'WorkflowEngine':
         """Create an engine on ``backend`` and start its scheduler.
 
+        ``backend`` is one backend or a list of them (the first is the
+        default; tasks name the others with ``backend='name'``).
         ``backend=None`` means the Noop backend with ``dry_run=True``, else
-        the backend configured by ``radical-asyncflow-run`` or the
-        environment (:mod:`radical.asyncflow.config`).  ``journal`` is the
+        the backend(s) configured by ``radical-asyncflow-run`` or the
+        environment (:mod:`radical.asyncflow.config`).  ``uid`` names the
+        engine (default: made from the time and the process id); ``work_dir``
+        is where it writes (default: the default backend's session directory,
+        else the current directory).  ``journal`` is the
         path of a campaign journal (default: ``$RADICAL_ASYNCFLOW_JOURNAL``):
         tasks recorded there as done are not run again.  ``progress``: show
         live progress and print the run summary at shutdown (default: unless
@@ -82,11 +89,13 @@ class WorkflowEngine:
         _get_event_loop_or_raise('WorkflowEngine')
         progress = progress_enabled(progress)           # TypeError before anything starts
         _check_bool('implicit_data', implicit_data)
+        _check_names(uid, work_dir)
         journal = journal or os.environ.get(ENV_JOURNAL) or None
         opened = Journal(journal) if journal else None    # fails before any backend starts
         try:
             backends = await open_backends(backend, dry_run)
-            instance = cls(backend=backends, dry_run=dry_run, implicit_data=implicit_data)
+            instance = cls(backend=backends, dry_run=dry_run, implicit_data=implicit_data,
+                           uid=uid, work_dir=work_dir)
         except BaseException:
             if opened is not None:
                 opened.close()
@@ -102,7 +111,8 @@ class WorkflowEngine:
         STATS.engines_created += 1
         return instance
 
-    def __init__(self, backend: Any, dry_run: bool = False, implicit_data: bool = True) -> None:
+    def __init__(self, backend: Any, dry_run: bool = False, implicit_data: bool = True, *,
+                 uid: Optional[str] = None, work_dir: Optional[str] = None) -> None:
         """Private: use :meth:`create`, which also starts the scheduler."""
         self.loop = _get_event_loop_or_raise('WorkflowEngine')
         self._loop_thread = threading.get_ident()
@@ -120,8 +130,16 @@ class WorkflowEngine:
         self.implicit_data_mode = implicit_data
         self.task_states_map = self.backend.get_task_states_map()
 
+        _check_names(uid, work_dir)
+        #: The engine's name: its run directory and its profile's are called so.
+        self.uid = uid or _engine_uid()
         session = getattr(self.backend, 'session', None)
-        self.work_dir = getattr(session, 'path', None) or os.getcwd()
+        if work_dir is not None:
+            os.makedirs(work_dir, exist_ok=True)
+        self.work_dir = os.path.abspath(work_dir) if work_dir is not None else \
+            getattr(session, 'path', None) or os.getcwd()
+        #: Where this run's own files go (task outputs of capture_stdio=True).
+        self.run_dir = os.path.join(self.work_dir, self.uid)
 
         import radical.utils as ru   # deferred: keeps "import radical.asyncflow" fast
         self.log = ru.Logger(name='radical.asyncflow', ns='radical.asyncflow', path=self.work_dir)
@@ -145,9 +163,9 @@ class WorkflowEngine:
         self._done_cb = self._outcomes.done_callback
         self._context = contextvars.copy_context()
 
-        self.block = self._register_decorator(comp_type=BLOCK)
-        self.function_task = self._register_decorator(comp_type=TASK, task_type=FUNCTION)
-        self.executable_task = self._register_decorator(comp_type=TASK, task_type=EXECUTABLE)
+        self.block = make_decorator(self, BLOCK)
+        self.function_task = make_decorator(self, TASK, FUNCTION)
+        self.executable_task = make_decorator(self, TASK, EXECUTABLE)
 
         self._run_task: Optional[asyncio.Task] = None
         self._submit_task: Optional[asyncio.Task] = None
@@ -167,38 +185,34 @@ class WorkflowEngine:
     def _route_of(self, record: ComponentRecord) -> Any:
         return record.route or self._default_route
 
+    def _route_named(self, name: Any, what: str) -> Any:
+        """The route called ``name``; ValueError naming the known ones."""
+        route = find_route(self._routes, name)
+        if route is None:
+            raise ValueError(f"{what}: no backend named {name!r} in this engine (it has "
+                             f"{', '.join(repr(r.name) for r in self._routes)})")
+        return route
+
+    @contextlib.asynccontextmanager
+    async def workflow_scope(self, workflow_id: Optional[str] = None) -> AsyncIterator[str]:
+        """Tasks and blocks created inside belong to the workflow ``workflow_id``.
+
+        ``async with engine.workflow_scope('ensemble-1') as wid: ...``; without
+        an id, one is made (``workflow.000001``, ...).  Blocks pass it on to
+        the tasks they create; a ``workflow_id=`` call keyword overrides it.
+        """
+        if workflow_id is None:
+            workflow_id = f'workflow.{uid_counter("workflow")():06d}'
+        elif not isinstance(workflow_id, str) or not workflow_id:
+            raise TypeError(f'workflow_id must be a non-empty str, not {workflow_id!r}')
+        token = _WORKFLOW_ID.set(workflow_id)
+        try:
+            yield workflow_id
+        finally:
+            _WORKFLOW_ID.reset(token)
+
     def _owns(self, record: ComponentRecord) -> bool:
         return self._records.get(record.uid) is record
-
-    # -------------------------------------------------------------- decorators
-
-    def _register_decorator(self, comp_type: ComponentType,
-                            task_type: Optional[TaskType] = None) -> Callable:
-        def decorator(func: Optional[Callable] = None, *, service: bool = False,
-                      retries: int = 0, timeout: Optional[float] = None,
-                      retry_backoff: float = 1.0) -> Callable:
-            if func is None:
-                return functools.partial(decorator, service=service, retries=retries,
-                                         timeout=timeout, retry_backoff=retry_backoff)
-            name = getattr(func, '__qualname__', repr(func))
-            if not isinstance(service, bool):
-                raise TypeError(f"'{name}': service must be True or False, not {service!r}")
-            spec = _make_spec(func, comp_type, task_type, service)
-            if comp_type is BLOCK and (retries or timeout is not None):
-                raise TypeError(f"block '{name}' takes no retries= or timeout=: set them on "
-                                f"the tasks inside the block")
-            policy = TaskPolicy.build(name, retries, timeout, retry_backoff)
-            spec.policy, spec.description = policy.overridden(name, spec.description)
-
-            @functools.wraps(func)
-            def wrapper(*args: Any, **kwargs: Any) -> asyncio.Future:
-                return self._register(spec, args, kwargs)
-
-            wrapper.__asyncflow_original__ = func
-            return wrapper
-
-        decorator.__name__ = comp_type.value if task_type is None else f'{task_type.value}_task'
-        return decorator
 
     # ------------------------------------------------------------ registration
 
@@ -207,35 +221,27 @@ class WorkflowEngine:
             raise RuntimeError(f"cannot run '{spec.name}': the engine has been shut down; "
                                f"call tasks before engine.shutdown(), or create a new engine")
         options = spec.description
-        if 'task_description' in kwargs:
-            given = kwargs.pop('task_description')
-            if given is not None and not isinstance(given, dict):
-                raise TypeError(f"'{spec.name}': task_description must be a dict, "
-                                f"not {_describe_type(given)}")
-            if given:
-                options = {**options, **given}
+        route = spec.route or _BLOCK_ROUTE.get()
+        workflow_id = _WORKFLOW_ID.get()
+        if kwargs:
+            options, route, workflow_id = call_keywords(self, spec, kwargs, options, route,
+                                                        workflow_id)
         policy = spec.policy
         if options:
             policy, options = policy.overridden(spec.name, options)
         dependencies: Any = ()
         files: Any = None
         if args or kwargs:
-            found: Dict[ComponentRecord, None] = {}
-            file_args: List[File] = []
-            if args:
-                self._scan(args, found, file_args)
-            if kwargs:
-                self._scan(kwargs.values(), found, file_args)
-            if found:
-                dependencies = list(found)
-            if file_args:
-                files = (tuple(f.filename for f in file_args if type(f) is InputFile),
-                         tuple(f.filename for f in file_args if type(f) is OutputFile))
+            dependencies, files = scan_arguments(self._records, args, kwargs)
 
         prefix, counter = self._counters[spec.kind]
         uid = f'{prefix}{counter():06d}'
         future = _TaskFuture(loop=self.loop)
         record = ComponentRecord(uid, spec, future, args, kwargs, options, dependencies, files)
+        if route is not None and route is not self._default_route:
+            record.route = route
+        if workflow_id is not None:
+            record.workflow_id = workflow_id
         future._af_record = record
         # The engine's callback runs in the engine's context: no per-future copy.
         future.add_done_callback(self._done_cb, context=self._context)
@@ -269,20 +275,6 @@ class WorkflowEngine:
             ready.append(record)
         return future
 
-    def _scan(self, values: Any, dependencies: Dict[ComponentRecord, None],
-              files: List[File]) -> None:
-        """Collect this engine's futures and File arguments among ``values``."""
-        for value in values:
-            vtype = type(value)
-            if vtype is _TaskFuture:
-                record = value._af_record
-                if self._records.get(record.uid) is record:
-                    dependencies[record] = None
-            elif vtype is list or vtype is tuple:
-                self._scan(value, dependencies, files)
-            elif vtype is InputFile or vtype is OutputFile:
-                files.append(value)
-
     # ---------------------------------------------------- the documented methods
 
     async def run(self) -> None:
@@ -297,8 +289,10 @@ class WorkflowEngine:
                             *args: Any, **kwargs: Any) -> None:
         """Run a block's function and put its result or exception on ``block_fut``."""
         record = getattr(block_fut, '_af_record', None)
-        if record is not None:
-            _BLOCK_CHAIN.set(_BLOCK_CHAIN.get() + (record,))   # this task's own context
+        if record is not None:               # this task's own context: its tasks inherit
+            _BLOCK_CHAIN.set(_BLOCK_CHAIN.get() + (record,))
+            _BLOCK_ROUTE.set(record.route)
+            _WORKFLOW_ID.set(record.workflow_id)
         try:
             if inspect.iscoroutinefunction(func):
                 result = await func(*args, **kwargs)
@@ -451,31 +445,17 @@ class WorkflowEngine:
         await self.shutdown()
 
 
-def _make_spec(func: Any, comp_type: ComponentType, task_type: Optional[TaskType],
-               service: bool) -> _ComponentSpec:
-    """What a decorator captures of ``func``; TypeError if it cannot be a task."""
-    what = 'block' if task_type is None else f'{task_type.value}_task'
-    if not callable(func):
-        raise TypeError(f'@{what} decorates an async function, not {_describe_type(func)}')
-    name = getattr(func, '__qualname__', repr(func))
-    if getattr(func, '__name__', '') == '<lambda>':
-        raise TypeError(f"@{what} needs an 'async def' function: a lambda ('{name}') "
-                        f"cannot be a task; define it with 'async def'")
-    if not inspect.iscoroutinefunction(func):
-        raise TypeError(f"@{what} needs an 'async def' function: '{name}' is not one "
-                        f"(write 'async def {getattr(func, '__name__', name)}(...)')")
-    description: Dict[str, Any] = _NO_DESCRIPTION
-    try:
-        param = inspect.signature(func).parameters.get('task_description')
-    except (TypeError, ValueError):
-        param = None
-    if param is not None and param.default is not inspect.Parameter.empty:
-        default = param.default
-        if default is not None and not isinstance(default, dict):
-            raise TypeError(f"'{name}': the default of task_description must be a dict, "
-                            f"not {_describe_type(default)}")
-        description = dict(default or {})
-    return _ComponentSpec(comp_type, task_type, func, service, description)
+def _engine_uid() -> str:
+    """A name for an engine unique across runs: ``asyncflow.YYYYMMDD-HHMMSS.<pid>.<n>``."""
+    return (f'asyncflow.{time.strftime("%Y%m%d-%H%M%S")}.{os.getpid()}.'
+            f'{uid_counter("engine")():04d}')
+
+
+def _check_names(uid: Any, work_dir: Any) -> None:
+    if uid is not None and (not isinstance(uid, str) or not uid or os.sep in uid):
+        raise TypeError(f'uid must be a non-empty str without {os.sep!r}, not {uid!r}')
+    if work_dir is not None and not isinstance(work_dir, (str, os.PathLike)):
+        raise TypeError(f'work_dir must be a path, not {_describe_type(work_dir)}')
 
 
 def _check_bool(name: str, value: Any) -> None:

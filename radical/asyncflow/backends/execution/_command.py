@@ -29,11 +29,15 @@ class CommandSpec:
     command: str
     env: Optional[Dict[str, str]] = None
     cwd: Optional[str] = None
+    #: capture_stdio: stdout and stderr go to the files ``stdout``/``stderr`` here.
+    stdio_dir: Optional[str] = None
 
     @classmethod
-    def build(cls, command: str, opts: Mapping[str, Any]) -> 'CommandSpec':
+    def build(cls, command: str, opts: Mapping[str, Any],
+              stdio_dir: Optional[str] = None) -> 'CommandSpec':
         """``command`` with the options that shape it: ``pre_exec``,
-        ``environment``/``env``, ``sandbox``/``cwd``."""
+        ``environment``/``env``, ``sandbox``/``cwd``; its output into files
+        in ``stdio_dir`` if given."""
         pre_exec: List[str] = opts.get('pre_exec') or []
         if isinstance(pre_exec, str):
             pre_exec = [pre_exec]
@@ -44,7 +48,19 @@ class CommandSpec:
         if environment:
             env = {**os.environ, **{str(k): str(v) for k, v in environment.items()}}
         cwd = opts.get('sandbox') or opts.get('cwd')
-        return cls(command, env, cwd)
+        return cls(command, env, cwd, stdio_dir)
+
+    def open_stdio(self) -> Any:
+        """The stdout and stderr files of a captured command (open for writing)."""
+        os.makedirs(self.stdio_dir, exist_ok=True)
+        return (open(os.path.join(self.stdio_dir, 'stdout'), 'wb'),
+                open(os.path.join(self.stdio_dir, 'stderr'), 'wb'))
+
+    def captured(self, exit_code: int) -> CommandResult:
+        """The result of a captured command: the stdout file's path, stderr's tail."""
+        stderr = os.path.join(self.stdio_dir, 'stderr')
+        return CommandResult(exit_code, os.path.join(self.stdio_dir, 'stdout'),
+                             read_tail(stderr, STDERR_TAIL), _file_size(stderr))
 
 
 #: The task_description keys :meth:`CommandSpec.build` reads.
@@ -147,19 +163,25 @@ async def run_command(spec: CommandSpec) -> CommandResult:
     if spec.cwd:
         os.makedirs(spec.cwd, exist_ok=True)
     loop = asyncio.get_running_loop()
-    options = dict(stdin=subprocess.DEVNULL, stdout=subprocess.PIPE, stderr=subprocess.PIPE,
+    files = spec.open_stdio() if spec.stdio_dir else None
+    out, err = files or (subprocess.PIPE, subprocess.PIPE)
+    options = dict(stdin=subprocess.DEVNULL, stdout=out, stderr=err,
                    env=spec.env, cwd=spec.cwd, start_new_session=True)
-    argv = plain_argv(spec.command)
-    transport = None
-    if argv is not None:
-        try:
-            transport, proc = await loop.subprocess_exec(
-                lambda: _CommandProtocol(loop), *argv, **options)
-        except OSError:
-            transport = None      # not found or not executable: let the shell say so
-    if transport is None:
-        transport, proc = await loop.subprocess_shell(
-            lambda: _CommandProtocol(loop), spec.command, **options)
+    try:
+        argv = plain_argv(spec.command)
+        transport = None
+        if argv is not None:
+            try:
+                transport, proc = await loop.subprocess_exec(
+                    lambda: _CommandProtocol(loop), *argv, **options)
+            except OSError:
+                transport = None      # not found or not executable: let the shell say so
+        if transport is None:
+            transport, proc = await loop.subprocess_shell(
+                lambda: _CommandProtocol(loop), spec.command, **options)
+    finally:
+        for handle in files or ():
+            handle.close()            # the child has its own copies
     try:
         exit_code = await proc.wait()
     except BaseException:
@@ -168,6 +190,8 @@ async def run_command(spec: CommandSpec) -> CommandResult:
         raise
     finally:
         transport.close()
+    if files:
+        return spec.captured(exit_code)
     return CommandResult(exit_code, b''.join(proc.stdout).decode(errors='replace'),
                          proc.tail.text(), proc.tail.size)
 
@@ -189,6 +213,19 @@ def run_command_sync(spec: CommandSpec) -> CommandResult:
     """Run ``spec`` as a blocking subprocess (for worker threads and processes)."""
     if spec.cwd:
         os.makedirs(spec.cwd, exist_ok=True)
+    if spec.stdio_dir:
+        out, err = spec.open_stdio()
+        with out, err:
+            proc = subprocess.Popen(spec.command, shell=True, stdout=out, stderr=err,
+                                    stdin=subprocess.DEVNULL, env=spec.env, cwd=spec.cwd,
+                                    start_new_session=True)
+        try:
+            exit_code = proc.wait()
+        except BaseException:
+            _kill_group(proc.pid)
+            proc.wait()
+            raise
+        return spec.captured(exit_code)
     proc = subprocess.Popen(spec.command, shell=True, stdout=subprocess.PIPE,
                             stderr=subprocess.PIPE, stdin=subprocess.DEVNULL,
                             env=spec.env, cwd=spec.cwd, start_new_session=True)
@@ -212,6 +249,24 @@ def run_command_sync(spec: CommandSpec) -> CommandResult:
         raise
     return CommandResult(exit_code, b''.join(chunks).decode(errors='replace'),
                          tail.text(), tail.size)
+
+
+def read_tail(path: str, limit: int) -> str:
+    """The last ``limit`` bytes of the file at ``path`` ('' if it cannot be read)."""
+    try:
+        with open(path, 'rb') as f:
+            f.seek(0, os.SEEK_END)
+            f.seek(max(0, f.tell() - limit))
+            return f.read().decode(errors='replace')
+    except OSError:
+        return ''
+
+
+def _file_size(path: str) -> int:
+    try:
+        return os.path.getsize(path)
+    except OSError:
+        return 0
 
 
 def _kill_group(pid: int) -> None:

@@ -78,7 +78,8 @@ class ConcurrentExecutionBackend(ExecutionBackend):
             else:
                 async with self._slots:
                     reporter.running(task)
-                    result = await run_command(CommandSpec.build(task.command, task.options))
+                    result = await run_command(CommandSpec.build(task.command, task.options,
+                                                                  task.stdio_dir))
                 if result.exit_code != 0:
                     reporter.failed(task, command_failure(task, result))
                     return

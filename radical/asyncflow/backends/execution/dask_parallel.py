@@ -320,7 +320,7 @@ def _payload(task: TaskSpec) -> '_Payload':
     if task.function is not None:
         return _FunctionCall(task.function, task.args, dict(task.kwargs))
     return _CommandCall(task.command, {k: task.options[k] for k in COMMAND_OPTIONS
-                                       if k in task.options})
+                                       if k in task.options}, task.stdio_dir)
 
 
 def _note_origin(exc: BaseException, task: TaskSpec) -> None:
@@ -398,24 +398,27 @@ class _FunctionCall(_Payload):
 
 
 class _CommandCall(_Payload):
-    __slots__ = ('command', 'options')
+    __slots__ = ('command', 'options', 'stdio_dir')
 
-    def __init__(self, command: str, options: Dict[str, Any]) -> None:
+    def __init__(self, command: str, options: Dict[str, Any],
+                 stdio_dir: Optional[str] = None) -> None:
         self.command = command
         self.options = options
+        self.stdio_dir = stdio_dir
 
     def __getstate__(self):
-        return (self.command, self.options)
+        return (self.command, self.options, self.stdio_dir)
 
     def __setstate__(self, state) -> None:
-        self.command, self.options = state
+        self.command, self.options, self.stdio_dir = state
 
     def __dask_tokenize__(self):
         from dask.base import tokenize
-        return tokenize(self.command, self.options)
+        return tokenize(self.command, self.options, self.stdio_dir)
 
     def run(self, key: Optional[str]) -> CommandResult:
-        spec = CommandSpec.build(self.command, self.options)     # the worker's own environment
+        # the worker's own environment; its output into files on the shared file system
+        spec = CommandSpec.build(self.command, self.options, self.stdio_dir)
         if key is None:
             result = run_command_sync(spec)
         else:

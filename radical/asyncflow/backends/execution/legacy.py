@@ -14,6 +14,8 @@ from __future__ import annotations
 
 import inspect
 import logging
+import os
+import shutil
 import threading
 import weakref
 from dataclasses import dataclass
@@ -207,6 +209,8 @@ class LegacyAdapter:
         spec, reporter = entry.spec, entry.reporter
         if state == states.DONE:
             value = task.get('return_value' if spec.type is TaskType.FUNCTION else 'stdout')
+            if spec.stdio_dir is not None:
+                value = _captured(spec.stdio_dir, task)
             _let_go(task)
             reporter.done(spec, value)
         elif state == states.FAILED:
@@ -222,6 +226,25 @@ class LegacyAdapter:
     def _current(entry: _Entry, task: Dict[str, Any]) -> bool:
         """Whether ``task`` is about the attempt ``entry`` holds (not an earlier one)."""
         return task is entry.task or task.get('attempt', entry.spec.attempt) == entry.spec.attempt
+
+
+def _captured(folder: str, task: Dict[str, Any]) -> Any:
+    """The stdout and stderr a capture_stdio task left, as files in ``folder``.
+
+    rhapsody-py backends write them to files and report the paths; a backend
+    that reported the text instead gets it written there.
+    """
+    from ._command import CommandSpec
+    os.makedirs(folder, exist_ok=True)
+    for stream in ('stdout', 'stderr'):
+        value, target = task.get(stream), os.path.join(folder, stream)
+        if isinstance(value, str) and value and os.path.isfile(value):
+            if os.path.abspath(value) != target:
+                shutil.move(value, target)
+        else:
+            with open(target, 'w', encoding='utf-8') as handle:
+                handle.write(value or '')
+    return CommandSpec('', stdio_dir=folder).captured(int(task.get('exit_code') or 0))
 
 
 def _let_go(task: Dict[str, Any]) -> None:

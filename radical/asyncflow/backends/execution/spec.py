@@ -78,6 +78,11 @@ class TaskSpec(NamedTuple):
     inputs: Tuple[DataEdge, ...] = ()
     input_files: Tuple[str, ...] = ()
     output_files: Tuple[str, ...] = ()
+    #: The workflow the task belongs to (``workflow_id=``, ``engine.workflow_scope()``).
+    workflow_id: Optional[str] = None
+    #: ``capture_stdio=True``: the directory the command's stdout and stderr go to,
+    #: as files ``stdout`` and ``stderr``; its result is the stdout file's path.
+    stdio_dir: Optional[str] = None
 
     @property
     def is_function(self) -> bool:
@@ -152,7 +157,8 @@ def spec_from_dict(task: Dict[str, Any]) -> TaskSpec:
         service=bool(task.get('is_service')), attempt=int(task.get('attempt') or 1),
         inputs=tuple(task.get(EDGES_KEY) or ()),
         input_files=tuple(metadata.get('input_files') or ()),
-        output_files=tuple(metadata.get('output_files') or ()))
+        output_files=tuple(metadata.get('output_files') or ()),
+        workflow_id=task.get('workflow_id'), stdio_dir=task.get('stdio_dir'))
 
 
 def spec_to_dict(spec: TaskSpec) -> Dict[str, Any]:
@@ -170,4 +176,7 @@ def spec_to_dict(spec: TaskSpec) -> Dict[str, Any]:
         'metadata': {'input_files': list(spec.input_files),
                      'output_files': list(spec.output_files)},
         'task_backend_specific_kwargs': dict(spec.options),
+        'workflow_id': spec.workflow_id,
+        'capture_stdio': spec.stdio_dir is not None,
+        'stdio_dir': spec.stdio_dir,
     }

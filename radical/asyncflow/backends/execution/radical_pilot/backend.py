@@ -53,6 +53,7 @@ from ....constants import StateMapper
 from ....errors import BackendError, MissingDependencyError
 from ....radical_compat import (TESTED_VERSIONS, is_tested, known_task_uids,
                                 pilot_description_keys, task_description_keys)
+from .._command import CommandSpec
 from ..base import ExecutionBackend, Session
 from ..spec import Reporter, TaskSpec, spec_from_dict
 from .describe import TaskKind, describe_task, valid_keys
@@ -61,7 +62,7 @@ from .payload import Links, raptor_function, write_payload
 from .raptor import Raptor, parse_raptor_config, submit_master, worker_descriptions
 from .session import (close_session, pilot_description, pilot_diagnostics, prepare_environment,
                       stop_tasks)
-from .staging import fetch, link_from_sandbox, stage_from_source
+from .staging import capture_stdio, fetch, task_inputs
 from .tasks import Phase, Submitted, SubmittedTasks
 
 #: radical.pilot releases this backend is tested with (major.minor).
@@ -295,7 +296,7 @@ class RadicalExecutionBackend(ExecutionBackend):
         """The record and the RP TaskDescription of one attempt of an engine task."""
         rp_uid = self._tasks.new_rp_uid(task, known_task_uids(self.tmgr))
         options = dict(task.options)
-        links, staging = self._inputs(task)
+        links, staging = task_inputs(self._rp, self._tasks, self.pilot_sandbox or '', task)
         if staging or options.get('input_staging'):
             folder = os.path.join(self._payload_dir, 'inputs', rp_uid)
             options['input_staging'] = [fetch(self._rp, d, folder)
@@ -304,6 +305,8 @@ class RadicalExecutionBackend(ExecutionBackend):
         td = describe_task(self._rp, rp_uid, task, options, links, self._valid_keys,
                            self._pick_master if self._raptors else None)
         kind = TaskKind(td.metadata['asyncflow_kind'])
+        if task.stdio_dir is not None and kind is TaskKind.EXECUTABLE:
+            capture_stdio(self._rp, td, task.stdio_dir)
         sub = Submitted(task, reporter, kind, rp_uid, master=td.get('raptor_id') or None)
         if kind is TaskKind.FUNCTION:
             sub.result_file = write_payload(self._rp, self._payload_dir, task, links, rp_uid, td)
@@ -312,38 +315,6 @@ class RadicalExecutionBackend(ExecutionBackend):
         elif kind is TaskKind.SERVICE:
             sub.startup_timeout = float(td.startup_timeout)
         return sub, td
-
-    def _inputs(self, task: TaskSpec) -> Tuple[Links, List[Dict[str, Any]]]:
-        """The sandboxes to link in (implicit data) and the staging directives (files)."""
-        links: List[Tuple[str, str]] = []
-        staging: List[Dict[str, Any]] = []
-        pilot_sandbox = self.pilot_sandbox or ''
-        for edge in task.inputs:
-            sandbox = self._tasks.sandbox(edge.source, pilot_sandbox) if edge.source else None
-            if edge.implicit:
-                if sandbox is None:
-                    log.debug("task '%s': %s did not run on this pilot; its files are not "
-                              'linked in (implicit data stays on its backend)', task.name,
-                              edge.source)
-                    continue
-                entry = (sandbox, self._tasks.rp_uid_of(edge.source))
-                if entry not in links:
-                    links.append(entry)
-            elif sandbox is not None:
-                staging.append(link_from_sandbox(self._rp, sandbox, pilot_sandbox,
-                                                 edge.file_name, edge.file_path))
-            else:
-                staging.append(self._stage_from_client(task, edge))
-        return links, staging
-
-    def _stage_from_client(self, task: TaskSpec, edge: Any) -> Dict[str, Any]:
-        """A directive for a client path or URL (or a file another backend left there)."""
-        if edge.source is not None and not os.path.exists(edge.file_path or ''):
-            raise BackendError(
-                f"task '{task.name}': its input {edge.file_name!r} was written by "
-                f"{edge.source} on backend {edge.source_backend!r}, which shares no file "
-                f"system with this pilot: {edge.file_path!r} does not exist on the client")
-        return stage_from_source(self._rp, edge.file_name, edge.file_path)
 
     def build_task(self, uid: str, task_desc: Dict[str, Any],
                    task_backend_specific_kwargs: Dict[str, Any]) -> Any:
@@ -405,7 +376,11 @@ class RadicalExecutionBackend(ExecutionBackend):
             report = sub.reporter.done if ok else sub.reporter.failed
             self._tasks.finish(sub, lambda: report(sub.spec, value))
             return
-        result = command_result(rp_task, self._sandbox_path(rp_task))
+        if sub.spec.stdio_dir is not None:
+            result = CommandSpec('', stdio_dir=sub.spec.stdio_dir).captured(
+                int(rp_task.exit_code or 0))
+        else:
+            result = command_result(rp_task, self._sandbox_path(rp_task))
         self._tasks.finish(sub, lambda: sub.reporter.done(sub.spec, result))
 
     def _on_failed(self, sub: Submitted, rp_task: Any) -> None:

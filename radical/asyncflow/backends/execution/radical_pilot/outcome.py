@@ -12,11 +12,10 @@ import os
 from typing import Any, Optional, Tuple
 
 from ....errors import BackendError, TaskExecutionError
-from .._command import STDERR_TAIL, command_failure
+from .._command import STDERR_TAIL, command_failure, read_tail
 from ..spec import CommandResult, TaskSpec
 from .describe import TaskKind
 from .payload import load_outcome
-from .session import read_tail
 
 #: RP keeps only the last 1024 characters of stdout/stderr in the task.
 _RP_TAIL_MARK = '[... CONTENT SHORTENED ...]'

@@ -17,6 +17,7 @@ from typing import Any, Dict, List
 
 from ....errors import BackendError
 from ....radical_compat import cancel_pilots
+from .._command import read_tail
 
 #: Pilot walltime in minutes when ``resources`` gives none (RP's own default is 10).
 DEFAULT_RUNTIME = 60
@@ -93,17 +94,6 @@ def pilot_diagnostics(ru: Any, pilot: Any, rp_session: Any) -> str:
         missing = '' if os.path.isdir(sandbox) else ' (never created: the pilot was not launched)'
         where = f'\npilot sandbox: {sandbox}{missing}'
     return where + ('\n' + '\n'.join(parts) if parts else '')
-
-
-def read_tail(path: str, limit: int) -> str:
-    """The last ``limit`` bytes of the file at ``path`` ('' if it cannot be read)."""
-    try:
-        with open(path, 'rb') as f:
-            f.seek(0, os.SEEK_END)
-            f.seek(max(0, f.tell() - limit))
-            return f.read().decode(errors='replace')
-    except OSError:
-        return ''
 
 
 def stop_tasks(rp: Any, tmgr: Any) -> None:

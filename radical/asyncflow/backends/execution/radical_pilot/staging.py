@@ -8,6 +8,7 @@ producer's files into a consumer's sandbox (implicit data).
 
 from __future__ import annotations
 
+import logging
 import os
 import shutil
 import urllib.parse
@@ -15,6 +16,9 @@ import urllib.request
 from typing import Any, Dict, List, Optional, Tuple
 
 from ....errors import BackendError
+from ..spec import DataEdge, TaskSpec
+
+log = logging.getLogger('radical.asyncflow.radical')
 
 #: Staging action of inputs the client downloads before the task is submitted.
 _FETCH = 'asyncflow.fetch'
@@ -87,3 +91,51 @@ def link_inputs_command(links: List[Tuple[str, str]]) -> str:
             f"case \"$b\" in {rp_uid}.*) continue;; esac; "
             f"[ -e \"$b\" ] || [ -L \"$b\" ] || ln -s \"$f\" \"$b\"; done")
     return '; '.join(loops)
+
+
+def task_inputs(rp: Any, tasks: Any, pilot_sandbox: str,
+                task: TaskSpec) -> Tuple[List[Tuple[str, str]], List[Dict[str, Any]]]:
+    """The sandboxes to link in (implicit data) and the staging directives (files) of ``task``.
+
+    ``tasks`` (a :class:`~.tasks.SubmittedTasks`) knows where the producers
+    that ran on this pilot ran.
+    """
+    links: List[Tuple[str, str]] = []
+    staging: List[Dict[str, Any]] = []
+    for edge in task.inputs:
+        sandbox = tasks.sandbox(edge.source, pilot_sandbox) if edge.source else None
+        if edge.implicit:
+            if sandbox is None:
+                log.debug("task '%s': %s did not run on this pilot; its files are not "
+                          'linked in (implicit data stays on its backend)', task.name,
+                          edge.source)
+                continue
+            entry = (sandbox, tasks.rp_uid_of(edge.source))
+            if entry not in links:
+                links.append(entry)
+        elif sandbox is not None:
+            staging.append(link_from_sandbox(rp, sandbox, pilot_sandbox, edge.file_name,
+                                             edge.file_path))
+        else:
+            staging.append(_from_client(rp, task, edge))
+    return links, staging
+
+
+def _from_client(rp: Any, task: TaskSpec, edge: DataEdge) -> Dict[str, Any]:
+    """A directive for a client path or URL (or a file another backend left there)."""
+    if edge.source is not None and not os.path.exists(edge.file_path or ''):
+        raise BackendError(
+            f"task '{task.name}': its input {edge.file_name!r} was written by "
+            f"{edge.source} on backend {edge.source_backend!r}, which shares no file "
+            f"system with this pilot: {edge.file_path!r} does not exist on the client")
+    return stage_from_source(rp, edge.file_name, edge.file_path)
+
+
+def capture_stdio(rp: Any, td: Any, folder: str) -> None:
+    """Stage a task's stdout and stderr files out into ``folder`` (on success and error)."""
+    os.makedirs(folder, exist_ok=True)
+    td.stdout, td.stderr = 'stdout', 'stderr'
+    td.stage_on_error = True
+    td.output_staging = [*(td.output_staging or []), *[
+        {'source': f'task:///{name}', 'target': f'file://localhost{folder}/{name}',
+         'action': rp.TRANSFER} for name in ('stdout', 'stderr')]]
