@@ -231,6 +231,67 @@ def test_resources_from_a_json_file(show, env, tmp_path):
     assert config['RADICAL_ASYNCFLOW_RESOURCES'] == '{"max_workers": 5}'
 
 
+#: Prints the engine's backends (name: class) after running one task on each.
+BACKENDS_DRIVER = textwrap.dedent('''
+    import asyncio
+    from radical.asyncflow import WorkflowEngine
+
+    async def main():
+        engine = await WorkflowEngine.create()
+
+        @engine.executable_task
+        async def where():
+            return 'echo ran'
+
+        outputs = [await where(task_description={'backend': name})
+                   for name in engine.backends]
+        print('BACKENDS', ' '.join(f'{name}:{type(b).__name__}'
+                                   for name, b in engine.backends.items()), outputs)
+        await engine.shutdown()
+
+    asyncio.run(main())
+''')
+
+
+def test_config_file_declares_several_named_backends(env, tmp_path):
+    driver = tmp_path / 'backends.py'
+    driver.write_text(BACKENDS_DRIVER)
+    cfg = write_config(tmp_path, '''
+        [backends.sim]
+        type = "concurrent"
+        max_workers = 2
+
+        [backends.local]
+        type = "concurrent"
+        executor = "process"
+
+        [backends.noop]
+    ''')
+    proc = run(['--config', cfg, driver], env, tmp_path)
+    assert proc.returncode == 0, proc.stderr
+    line = next(l for l in proc.stdout.splitlines() if l.startswith('BACKENDS'))
+    assert line.startswith('BACKENDS sim:ConcurrentExecutionBackend '
+                           'local:ConcurrentExecutionBackend noop:NoopExecutionBackend')
+    assert "['ran\\n', 'ran\\n', '']" in line
+    assert 'backend sim, local, noop:' in proc.stderr
+    # --backend is still the one-backend shortcut, over the file's tables
+    proc = run(['--config', cfg, '--backend', 'concurrent', driver], env, tmp_path)
+    assert proc.returncode == 0, proc.stderr
+    assert 'BACKENDS concurrent:ConcurrentExecutionBackend' in proc.stdout
+
+
+def test_several_backends_from_the_environment(env, tmp_path):
+    driver = tmp_path / 'backends.py'
+    driver.write_text(BACKENDS_DRIVER)
+    env['RADICAL_ASYNCFLOW_BACKENDS'] = json.dumps(
+        [{'name': 'a', 'type': 'noop'}, {'name': 'b', 'type': 'concurrent',
+                                         'resources': {'max_workers': 1}}])
+    proc = subprocess.run([sys.executable, str(driver)], env=env, cwd=tmp_path,
+                          capture_output=True, text=True, timeout=60)
+    assert proc.returncode == 0, proc.stderr
+    assert 'BACKENDS a:NoopExecutionBackend b:ConcurrentExecutionBackend' in proc.stdout
+
+
 def test_work_dir_and_resume(show, env, tmp_path):
     config, _ = shown(run(['--work-dir', 'new/dir', '--resume', 'c.journal', show], env,
                           tmp_path))
@@ -323,12 +384,21 @@ BAD_INPUT = {
                        "config file 'nosuch.toml' does not exist"),
     'config-not-toml': (['--config', 'bad.toml', 'show.py'], 'is not valid TOML'),
     'config-unknown-key': (['--config', 'typo.toml', 'show.py'], "unknown setting 'backendz'"),
+    'config-backends-not-tables': (['--config', 'flat.toml', 'show.py'],
+                                   'backends must be tables [backends.NAME]'),
+    'config-backend-and-backends': (['--config', 'both.toml', 'show.py'],
+                                    'either backend (and resources) or [backends.NAME]'),
+    'config-backend-without-type': (['--config', 'untyped.toml', 'show.py'],
+                                    "backend 'gpu'): choose one of"),
     'config-wrong-type': (['--config', 'type.toml', 'show.py'], 'nodes must be a int'),
     'config-unknown-backend': (['--config', 'backend.toml', 'show.py'],
                                "unknown backend 'pbs'"),
     'env-unknown-backend': (['show.py'], "unknown backend 'mpi'"),
 }
 CONFIG_FILES = {'bad.toml': 'backend = \n', 'typo.toml': 'backendz = "noop"\n',
+                'flat.toml': 'backends = "noop"\n',
+                'both.toml': 'backend = "noop"\n[backends.x]\ntype = "noop"\n',
+                'untyped.toml': '[backends.gpu]\ncores = 4\n',
                 'type.toml': '[submit]\nnodes = "two"\n', 'backend.toml': 'backend = "pbs"\n'}
 
 

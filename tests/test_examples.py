@@ -43,3 +43,15 @@ if EXAMPLES:
         assert proc.returncode == 0, \
             f'{example.name} exited {proc.returncode}\nstdout:\n{proc.stdout[-4000:]}' \
             f'\nstderr:\n{proc.stderr[-4000:]}'
+
+
+@pytest.mark.rp
+def test_heterogeneous_example_on_a_pilot_and_threads(tmp_path):
+    pytest.importorskip('radical.pilot')
+    proc = subprocess.run([sys.executable, str(EXAMPLES_DIR / '08_heterogeneous.py'), '--rp'],
+                          cwd=tmp_path, capture_output=True, text=True, timeout=600,
+                          env=dict(os.environ, PYTHONUNBUFFERED='1'))
+    assert proc.returncode == 0, f'stdout:\n{proc.stdout[-4000:]}\nstderr:\n{proc.stderr[-4000:]}'
+    assert 'simulations on RadicalExecutionBackend, analysis on ConcurrentExecutionBackend' \
+        in proc.stdout
+    assert 'every member as expected' in proc.stdout

@@ -468,6 +468,66 @@ async def test_two_engines_at_once_on_one_pilot(backend):
         await run(engine.shutdown(skip_execution_backend=True))
 
 
+async def test_capture_stdio_on_the_pilot(backend, tmp_path):
+    engine = await WorkflowEngine.create(backend=backend, progress=False,
+                                         work_dir=str(tmp_path), uid='captured')
+
+    @engine.executable_task(capture_stdio=True)
+    async def talk():
+        return 'seq 1 50000; echo to-stderr >&2'
+
+    future = talk()
+    path = await run(future)
+    assert path == str(tmp_path / 'captured' / future._af_record.uid / 'stdout')
+    assert open(path).read() == ''.join(f'{i}\n' for i in range(1, 50001))
+    assert open(os.path.join(os.path.dirname(path), 'stderr')).read() == 'to-stderr\n'
+    await run(engine.shutdown(skip_execution_backend=True))
+
+
+async def test_a_pilot_and_threads_in_one_engine(backend, tmp_path, monkeypatch):
+    from concurrent.futures import ThreadPoolExecutor
+    from radical.asyncflow import ConcurrentExecutionBackend
+    monkeypatch.chdir(tmp_path)
+    threads = await ConcurrentExecutionBackend(ThreadPoolExecutor(2), name='threads')
+    engine = await WorkflowEngine.create(backend=[backend, threads], progress=False)
+    assert list(engine.backends) == ['radical', 'threads']
+
+    @engine.executable_task
+    async def on_pilot(out):
+        return f'echo from-pilot > {out}; echo done'
+
+    @engine.executable_task(backend='threads')
+    async def local_write(out):
+        return f'echo from-threads > {out}'
+
+    @engine.executable_task(backend='threads')
+    async def local_read(dep, inp):
+        return f'cat {inp}'
+
+    @engine.executable_task
+    async def pilot_read(dep, inp):
+        return f'cat {inp}'
+
+    @engine.executable_task
+    async def pilot_fails():
+        return 'exit 7'
+
+    @engine.function_task(backend='threads')
+    async def after(x):
+        return x
+
+    made_there = on_pilot(OutputFile('there.txt'))
+    made_here = local_write(OutputFile('here.txt'))
+    assert await run(local_read(made_there, InputFile('there.txt'))) == 'from-pilot\n'
+    assert await run(pilot_read(made_here, InputFile('here.txt'))) == 'from-threads\n'
+    assert await run(after(made_there)) == 'done\n'
+    with pytest.raises(DependencyFailure) as info:
+        await run(after(pilot_fails()))
+    assert info.value.failed_dependencies == ['pilot_fails']
+    await run(engine.shutdown(skip_execution_backend=True))
+    await threads.shutdown()
+
+
 async def test_shutdown_leaves_nothing(backend):
     sid = backend.rp_session.uid
     assert session_processes(sid), 'expected the pilot agent to be running'

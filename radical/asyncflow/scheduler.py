@@ -153,10 +153,10 @@ class Scheduler:
         engine = self._engine
         edges: List[DataEdge] = []
         produced: Dict[str, Any] = {}
+        route = record.route or engine._default_route
         # Implicit edges go to the backends that stage data; a task of a shared
         # file system sees its producers' files where they are.
-        implicit = engine.implicit_data_mode and \
-            (record.route or engine._default_route).stages_data
+        implicit = engine.implicit_data_mode and route.stages_data
         for dep in record.dependencies:
             if dep.spec.kind is not TASK:
                 continue
@@ -174,7 +174,11 @@ class Scheduler:
             found = produced.get(base)
             if found is not None:
                 dep, path = found
-                edges.append(DataEdge(dep.uid, base, path, engine._route_of(dep).name))
+                source = engine._route_of(dep)
+                export = getattr(source.driver, 'export_output', None)
+                if source is not route and export is not None:
+                    path = export(dep.uid, path)     # where a task elsewhere finds it
+                edges.append(DataEdge(dep.uid, base, path, source.name))
                 continue
             infile = InputFile(name)
             if not infile.is_url and not os.path.exists(name):

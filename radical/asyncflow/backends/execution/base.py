@@ -192,6 +192,15 @@ class ExecutionBackend(BaseExecutionBackend):
     async def submit(self, tasks: Sequence[TaskSpec], reporter: Reporter) -> None:
         """Start ``tasks`` (their dependencies are done); report on each through ``reporter``."""
 
+    def export_output(self, uid: str, file_path: str) -> str:
+        """Where a file task ``uid`` produced is on the client, for a task of another backend.
+
+        Called before such a consumer runs.  With a shared file system the
+        file is where the task declared it; a backend with task sandboxes
+        makes it reachable there (or raises BackendError saying why not).
+        """
+        return file_path
+
     # -- the dict face, on top of the native one ------------------------------
 
     async def submit_tasks(self, tasks: List[TaskDict]) -> None:

@@ -62,7 +62,7 @@ from .payload import Links, raptor_function, write_payload
 from .raptor import Raptor, parse_raptor_config, submit_master, worker_descriptions
 from .session import (close_session, pilot_description, pilot_diagnostics, prepare_environment,
                       stop_tasks)
-from .staging import capture_stdio, fetch, task_inputs
+from .staging import capture_stdio, export_from_sandbox, fetch, task_inputs
 from .tasks import Phase, Submitted, SubmittedTasks
 
 #: radical.pilot releases this backend is tested with (major.minor).
@@ -315,6 +315,11 @@ class RadicalExecutionBackend(ExecutionBackend):
         elif kind is TaskKind.SERVICE:
             sub.startup_timeout = float(td.startup_timeout)
         return sub, td
+
+    def export_output(self, uid: str, file_path: str) -> str:
+        """Link a file a task wrote in its sandbox to its declared path on the client."""
+        return export_from_sandbox(self._tasks.sandbox(uid, self.pilot_sandbox or ''),
+                                   uid, file_path)
 
     def build_task(self, uid: str, task_desc: Dict[str, Any],
                    task_backend_specific_kwargs: Dict[str, Any]) -> Any:

@@ -139,3 +139,31 @@ def capture_stdio(rp: Any, td: Any, folder: str) -> None:
     td.output_staging = [*(td.output_staging or []), *[
         {'source': f'task:///{name}', 'target': f'file://localhost{folder}/{name}',
          'action': rp.TRANSFER} for name in ('stdout', 'stderr')]]
+
+
+def export_from_sandbox(sandbox: Optional[str], uid: str, file_path: str) -> str:
+    """Make the file ``file_path`` that task ``uid`` wrote in ``sandbox`` appear at
+    ``file_path`` on the client (a symbolic link; relative to the current directory).
+
+    The pilot's sandboxes must be on a file system the client sees (a local
+    pilot; a cluster's shared file system); if not, BackendError says so.
+    """
+    if os.path.isabs(file_path):
+        if not os.path.exists(file_path):
+            raise BackendError(f'{uid} declared {file_path!r}, which does not exist on the '
+                               f'client: the pilot does not share this file system')
+        return file_path
+    source = os.path.join(sandbox or '', file_path)
+    if sandbox is None or not os.path.exists(source):
+        raise BackendError(
+            f'{file_path!r} of {uid} cannot be handed to a task of another backend: '
+            + (f'{uid} did not run on this pilot' if sandbox is None else
+               f'{source} is not on a file system this client sees'))
+    target = os.path.abspath(file_path)
+    os.makedirs(os.path.dirname(target), exist_ok=True)
+    if os.path.islink(target) or os.path.exists(target):
+        if os.path.realpath(target) == os.path.realpath(source):
+            return target
+        os.remove(target)
+    os.symlink(source, target)
+    return target
