@@ -13,7 +13,7 @@ from concurrent.futures import ThreadPoolExecutor
 import psutil
 import pytest
 
-from radical.asyncflow import ConcurrentExecutionBackend, WorkflowEngine
+from radical.asyncflow import ConcurrentExecutionBackend, NoopExecutionBackend, WorkflowEngine
 from radical.asyncflow import _profile_sink, _profile_writer, monitor, plot, progress
 from radical.asyncflow import workflow_manager
 
@@ -543,3 +543,32 @@ def test_plot_script_is_installed():
     proc = subprocess.run([sys.executable, script, '--help'], capture_output=True, text=True,
                           timeout=WAIT)
     assert proc.returncode == 0 and 'SESSION_DIR' in proc.stdout
+
+
+class PlacingBackend(NoopExecutionBackend):
+    """Reports each task running on a node of its own choosing (as RP does), then done."""
+
+    async def submit(self, tasks, reporter):
+        for i, spec in enumerate(tasks):
+            reporter.running(spec, [f'n{i % 3 + 1}'] if i % 4 else ['n1', 'n2'])
+            reporter.done(spec, None)
+
+
+async def test_tasks_per_node_in_the_summary_the_profile_and_the_plot(profiling, tmp_path):
+    pytest.importorskip('matplotlib')
+    engine = await WorkflowEngine.create(backend=PlacingBackend(), progress=False,
+                                         work_dir=str(tmp_path))
+
+    @engine.function_task
+    async def t():
+        return None
+
+    await asyncio.wait_for(asyncio.gather(*[t() for _ in range(12)]), WAIT)
+    await engine.shutdown()
+    # 3 of the 12 ran on n1 and n2 at once (i % 4 == 0); the others round-robin
+    expected = {'n1': 3 + 3, 'n2': 3 + 3, 'n3': 3}
+    assert engine.summary['tasks_per_node'] == expected
+    assert 'tasks per node: n1 6, n2 6, n3 3' in monitor.format_summary(engine.summary)
+    run = plot.read_runs(plot.find_profile(str(tmp_path)))[-1]
+    assert plot.tasks_per_node(run) == expected
+    assert os.path.getsize(plot.plot_session(str(tmp_path))['nodes']) > 0

@@ -118,6 +118,8 @@ class RunMonitor:
         self._failures: Dict[str, List[Any]] = {}      # cause -> [count, names]
         #: Components per state of each workflow (workflow_id= and workflow scopes).
         self._workflows: Dict[str, List[int]] = {}
+        #: Tasks that ran on each node, as their backends reported (RADICAL-Pilot does).
+        self.tasks_per_node: Dict[str, int] = {}
         self.started = time.time()
         self.stopped: Optional[float] = None
         self.summary: Optional[Dict[str, Any]] = None
@@ -184,6 +186,15 @@ class RunMonitor:
                 add((now(), record.uid, code[index],
                      f'{spec.name} {WORKFLOW_MARK}{csv_safe(record.workflow_id)}'))
         return created_traced
+
+    def placed(self, nodes: Any) -> None:
+        """A task just made RUNNING runs on ``nodes``: counted per node, and in the
+        profile (the message of its RUNNING event: the nodes, ``;``-separated)."""
+        per_node = self.tasks_per_node
+        for node in nodes:
+            per_node[node] = per_node.get(node, 0) + 1
+        if self.profile is not None and self.profile.events:
+            self.profile.events[-1] = csv_safe(';'.join(nodes))
 
     def _join_workflow(self, record: Any) -> None:
         """Count a new record in its workflow and observe it for the workflow too."""
@@ -385,6 +396,7 @@ class RunMonitor:
             'throughput_per_s': round(finished / wall, 3) if wall > 0 else None,
             'failures': self.failures(),
             'workflows': self.workflow_counts(),
+            'tasks_per_node': dict(sorted(self.tasks_per_node.items())),
             'profile': self.profile.path if self.profile is not None else None,
             'interrupted_by': _signal_name(exit_signal),
         }
@@ -422,6 +434,13 @@ def format_summary(summary: Dict[str, Any]) -> str:
     ]
     if summary.get('interrupted_by'):
         lines.append(f"  interrupted by {summary['interrupted_by']}")
+    per_node = summary.get('tasks_per_node') or {}
+    if per_node:
+        shown = ', '.join(f'{node} {count}' for node, count in
+                          list(per_node.items())[:WORKFLOWS_SHOWN])
+        more = f' and {len(per_node) - WORKFLOWS_SHOWN} more' \
+            if len(per_node) > WORKFLOWS_SHOWN else ''
+        lines.append(f"  tasks per node: {shown}{more}")
     workflows = summary.get('workflows') or {}
     for wid, counts in list(workflows.items())[:WORKFLOWS_SHOWN]:
         lines.append(f"  workflow {wid}: {counts['components']} components, "

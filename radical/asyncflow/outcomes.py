@@ -14,7 +14,7 @@ from __future__ import annotations
 import asyncio
 import inspect
 import threading
-from typing import Any, Callable, Dict, List, Optional, Tuple
+from typing import Any, Callable, Dict, List, Optional, Sequence, Tuple
 
 from .backends.execution.spec import CommandResult, TaskSpec, outcome_fields
 from .errors import DependencyFailure
@@ -41,12 +41,12 @@ class EngineReporter:
         self._on_cancelled = outcomes.on_cancelled
         self._drop = outcomes.drop
 
-    def running(self, task: TaskSpec) -> None:
-        """The task started to run."""
+    def running(self, task: TaskSpec, where: Optional[Sequence[str]] = None) -> None:
+        """The task started to run (on the nodes ``where``, if given)."""
         if threading.get_ident() == self._loop_thread and not self.closed:
-            self._on_running(task, None)
+            self._on_running(task, where)
         else:
-            self._hand_over(self._on_running, task, None)
+            self._hand_over(self._on_running, task, where)
 
     def done(self, task: TaskSpec, result: Any) -> None:
         """The task succeeded with ``result``."""
@@ -138,12 +138,14 @@ class Outcomes:
             return None
         return record
 
-    def on_running(self, spec: TaskSpec, _: Any = None) -> None:
+    def on_running(self, spec: TaskSpec, where: Optional[Sequence[str]] = None) -> None:
         """The backend started the task: SUBMITTED -> RUNNING, and its timeout starts."""
         record = self._current(spec, 'RUNNING')
         if record is None or record.state is not NodeState.SUBMITTED:
             return
         transition(record, NodeState.RUNNING)
+        if where:
+            self._engine._monitor.placed(where)
         attempts = record.attempts
         if attempts is not None and attempts.policy.timeout:
             self.arm_timeout(record)          # a timeout counts running time only

@@ -10,7 +10,9 @@ writes two PNG files next to it (or into ``--out``):
   concurrency the run reached.  Tasks of workflows (``workflow_id=``,
   ``engine.workflow_scope()``) get a lane of rows per workflow, labelled;
 - ``asyncflow_concurrency.png``: tasks in the backend and tasks running over
-  time, with the finished tasks as a cumulative count.
+  time, with the finished tasks as a cumulative count;
+- ``asyncflow_nodes.png`` (when the backend said where tasks ran, as
+  RADICAL-Pilot does): tasks per node.
 
 A profile file may hold several runs (every engine in the same directory
 appends to it); the last run is plotted unless ``--run`` picks another.
@@ -31,6 +33,7 @@ from .monitor import PROFILE_FILE, STATE_EVENT, SUMMARY_FILE, WORKFLOW_MARK
 
 TIMELINE_FILE = 'asyncflow_timeline.png'
 CONCURRENCY_FILE = 'asyncflow_concurrency.png'
+NODES_FILE = 'asyncflow_nodes.png'
 FINAL_STATES = ('DONE', 'FAILED', 'CANCELED')
 COLORS = {'DONE': '#2e7d32', 'FAILED': '#c62828', 'CANCELED': '#9e9e9e'}
 
@@ -55,6 +58,7 @@ class Run:
     states: Dict[str, Dict[str, float]] = field(default_factory=dict)   # uid -> state -> time
     last: float = 0.0
     workflows: Dict[str, str] = field(default_factory=dict)            # uid -> workflow id
+    nodes: Dict[str, List[str]] = field(default_factory=dict)          # uid -> node names
 
 
 def find_profile(path: str) -> str:
@@ -97,6 +101,8 @@ def read_runs(profile: str) -> List[Run]:
                 if parts[5] == 'WAITING' and len(parts) > 6 and WORKFLOW_MARK in parts[6]:
                     current.workflows[parts[4]] = \
                         parts[6].split(WORKFLOW_MARK, 1)[1].strip()
+                elif parts[5] == 'RUNNING' and len(parts) > 6 and parts[6].strip():
+                    current.nodes[parts[4]] = parts[6].strip().split(';')
             elif event == 'engine_start':
                 current = Run()
                 runs.append(current)
@@ -124,6 +130,15 @@ def intervals(run: Run) -> List[TaskInterval]:
         out.append(TaskInterval(uid, start - t0, max(end, start) - t0, outcome,
                                 workflow=run.workflows.get(uid)))
     return out
+
+
+def tasks_per_node(run: Run) -> Dict[str, int]:
+    """How many tasks ran on each node (a task on several nodes counts on each)."""
+    counts: Dict[str, int] = {}
+    for nodes in run.nodes.values():
+        for node in nodes:
+            counts[node] = counts.get(node, 0) + 1
+    return dict(sorted(counts.items()))
 
 
 def assign_lanes(tasks: Sequence[TaskInterval]) -> Tuple[int, List[Tuple[str, int, int]]]:
@@ -282,6 +297,21 @@ def plot_concurrency(series: Tuple[list, list, list, list], path: str, title: st
     return path
 
 
+def plot_nodes(per_node: Dict[str, int], path: str, title: str, dpi: int = 100) -> str:
+    """Write the tasks-per-node bar chart PNG; return its path."""
+    plt = _pyplot()
+    fig, ax = plt.subplots(figsize=(min(max(4.0, 1.0 + 0.4 * len(per_node)), 16.0), 4.0))
+    ax.bar(list(per_node), list(per_node.values()), color='#1565c0')
+    ax.set_xlabel('node')
+    ax.set_ylabel('tasks')
+    ax.set_title(title, fontsize=10)
+    ax.tick_params(axis='x', labelsize=8, rotation=45 if len(per_node) > 8 else 0)
+    fig.tight_layout()
+    fig.savefig(path, dpi=dpi)
+    plt.close(fig)
+    return path
+
+
 def plot_session(session: str, out_dir: Optional[str] = None, run_index: int = -1,
                  dpi: int = 100) -> Dict[str, str]:
     """Plot one run of a session directory; return ``{'timeline': path, 'concurrency': path}``."""
@@ -298,13 +328,18 @@ def plot_session(session: str, out_dir: Optional[str] = None, run_index: int = -
     out_dir = out_dir or os.path.dirname(os.path.abspath(profile))
     os.makedirs(out_dir, exist_ok=True)
     label = _title(os.path.dirname(os.path.abspath(profile)), len(tasks), rows)
-    return {
+    written = {
         'timeline': plot_timeline(tasks, rows, os.path.join(out_dir, TIMELINE_FILE),
                                   f'task timeline: {label}', dpi, lanes),
         'concurrency': plot_concurrency(concurrency(tasks, run),
                                         os.path.join(out_dir, CONCURRENCY_FILE),
                                         f'concurrency: {label}', dpi),
     }
+    per_node = tasks_per_node(run)
+    if per_node:
+        written['nodes'] = plot_nodes(per_node, os.path.join(out_dir, NODES_FILE),
+                                      f'tasks per node: {label}', dpi)
+    return written
 
 
 def _title(session_dir: str, n_tasks: int, rows: int) -> str:

@@ -265,7 +265,7 @@ class _DictReporter:
             task.update(fields)
         self._backend.task_state_cb(task, state)
 
-    def running(self, task: TaskSpec) -> None:
+    def running(self, task: TaskSpec, where: Optional[Sequence[str]] = None) -> None:
         self._report(task, self._states.RUNNING, None)
 
     def done(self, task: TaskSpec, result: Any) -> None:

@@ -16,7 +16,8 @@ from __future__ import annotations
 
 import enum
 import types
-from typing import Any, Callable, Dict, Mapping, NamedTuple, Optional, Protocol, Tuple
+from typing import (Any, Callable, Dict, Mapping, NamedTuple, Optional, Protocol, Sequence,
+                    Tuple)
 
 
 class TaskType(str, enum.Enum):
@@ -106,8 +107,9 @@ class Reporter(Protocol):
     ``cancelled``); nothing follows a final report.
     """
 
-    def running(self, task: TaskSpec) -> None:
-        """The task started to run (after any queueing of the backend's own)."""
+    def running(self, task: TaskSpec, where: Optional[Sequence[str]] = None) -> None:
+        """The task started to run (after any queueing of the backend's own),
+        on the nodes ``where`` if the backend knows them."""
 
     def done(self, task: TaskSpec, result: Any) -> None:
         """The task succeeded: a function's return value, a command's :class:`CommandResult`."""

@@ -361,7 +361,8 @@ class RadicalExecutionBackend(ExecutionBackend):
             if state in states.terminal_states:
                 self._tasks.set_sandbox(sub.spec.uid, self._sandbox_path(rp_task))
             if state == states.RUNNING:
-                if self._tasks.running(sub) and sub.kind is TaskKind.SERVICE:
+                if self._tasks.running(sub, task_nodes(rp_task)) and \
+                        sub.kind is TaskKind.SERVICE:
                     self._watch_service(sub, rp_task)
             elif state == states.DONE:
                 self._on_done(sub, rp_task)
@@ -448,6 +449,15 @@ class RadicalExecutionBackend(ExecutionBackend):
             self._tasks.finish(sub, lambda sub=sub, error=error:
                                sub.reporter.failed(sub.spec, error))
             self.tmgr.cancel_tasks([sub.rp_uid])
+
+
+def task_nodes(rp_task: Any) -> List[str]:
+    """The names of the nodes an RP task's ranks run on (in order, each once)."""
+    try:
+        names = [slot['node_name'] for slot in rp_task.slots or ()]
+    except Exception:           # no slots (yet), or not in this form
+        return []
+    return list(dict.fromkeys(name for name in names if name))
 
 
 # ---------------------------------------------------------------------------

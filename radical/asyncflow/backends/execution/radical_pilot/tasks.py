@@ -77,13 +77,14 @@ class SubmittedTasks:
         with self.lock:
             return self._latest.get(uid)
 
-    def running(self, sub: Submitted) -> bool:
-        """SUBMITTED -> RUNNING, reported; False (nothing reported) from any other phase."""
+    def running(self, sub: Submitted, where: Optional[List[str]] = None) -> bool:
+        """SUBMITTED -> RUNNING, reported (with the nodes ``where``); False (nothing
+        reported) from any other phase."""
         with self.lock:
             if sub.phase is not Phase.SUBMITTED:
                 return False
             sub.phase = Phase.RUNNING
-            sub.reporter.running(sub.spec)
+            sub.reporter.running(sub.spec, where)
             return True
 
     def finish(self, sub: Submitted, report: Callable[[], None]) -> bool:
