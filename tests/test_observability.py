@@ -149,7 +149,7 @@ async def test_summary_file_and_printout(capsys):
     await asyncio.wait_for(asyncio.gather(*futures, return_exceptions=True), WAIT)
     await engine.shutdown()
 
-    with open(monitor.SUMMARY_FILE) as handle:
+    with open(os.path.join(engine.run_dir, monitor.SUMMARY_FILE)) as handle:
         summary = json.load(handle)
     assert summary == {**engine.summary, 'summary_file': summary.get('summary_file')} or \
         summary.items() <= engine.summary.items()
@@ -189,7 +189,7 @@ async def test_progress_switch_also_silences_the_summary(capsys, monkeypatch, sw
     await asyncio.wait_for(t(), WAIT)
     await engine.shutdown()
     assert capsys.readouterr().err == ''
-    assert os.path.exists(monitor.SUMMARY_FILE)          # written all the same
+    assert os.path.exists(os.path.join(engine.run_dir, monitor.SUMMARY_FILE))   # written all the same
 
 
 async def test_progress_must_be_a_bool():
@@ -267,7 +267,7 @@ async def test_profile_records_every_state_change(profiling):
     await asyncio.wait_for(asyncio.gather(*futures, return_exceptions=True), WAIT)
     await engine.shutdown()
 
-    path = os.path.join(engine.work_dir, monitor.PROFILE_FILE)
+    path = os.path.join(engine.run_dir, monitor.PROFILE_FILE)
     events = read_events(path)
     assert len(events) == 12
     uid = [f._af_record.uid for f in futures]        # uids are numbered process-wide
@@ -305,7 +305,7 @@ async def noop_run(n, chain=False, **kwargs):
 
 
 def profile_of(engine):
-    return read_events(os.path.join(engine.work_dir, monitor.PROFILE_FILE))
+    return read_events(os.path.join(engine.run_dir, monitor.PROFILE_FILE))
 
 
 async def test_profile_goes_through_the_helper_process(profiling, monkeypatch):
@@ -418,7 +418,7 @@ async def test_no_profile_and_no_helper_when_profiling_is_off():
     engine = await noop_run(100)
     assert engine._monitor.profile is None
     await engine.shutdown()
-    assert not os.path.exists(os.path.join(engine.work_dir, monitor.PROFILE_FILE))
+    assert not os.path.exists(os.path.join(engine.run_dir, monitor.PROFILE_FILE))
 
 
 def test_format_events_matches_the_profiler_format():
@@ -488,7 +488,7 @@ async def test_plot_of_a_real_run(profiling, capsys):
     assert red.sum() > 50
     assert concurrency.shape[1] == 1100                    # 11 in at 100 dpi
 
-    runs = plot.read_runs(os.path.join(engine.work_dir, monitor.PROFILE_FILE))
+    runs = plot.read_runs(os.path.join(engine.run_dir, monitor.PROFILE_FILE))
     tasks = plot.intervals(runs[-1])
     rows = plot.assign_slots(tasks)
     assert len(tasks) == 50                                # the two dependents never ran

@@ -94,30 +94,50 @@ def _read_exactly(stream, size: int) -> bytes:
 
 
 def main(argv: list) -> None:
-    """Helper process: append the frames read from stdin to the profile ``argv[1]``."""
+    """Helper process: append the frames read from stdin to the profile ``argv[1]``.
+
+    It never prints a traceback: an engine that went away ends it quietly; a
+    profile it cannot write is one line on stderr.
+    """
     path, comp, thread, backend = argv[1:5]
     for name in ('SIGINT', 'SIGTERM', 'SIGHUP', 'SIGUSR1'):
         sig = getattr(_signal, name, None)
         if sig is not None:          # the engine ends the stream; a signal must not lose it
             _signal.signal(sig, _signal.SIG_IGN)
     stdin, stdout = sys.stdin.buffer, sys.stdout.buffer
-    stdout.write(STARTED)
-    stdout.flush()
-    with open(path, 'a', encoding='utf-8') as out:
-        while True:
-            try:
-                size, = LENGTH.unpack(_read_exactly(stdin, LENGTH.size))
-                if size == 0:
-                    break
-                offset, events = marshal.loads(_read_exactly(stdin, size))
-            except EOFError:         # the engine's process ended without saying so
-                break
-            out.write(format_events(events, offset, comp, thread, backend))
-            out.flush()
+    status = 0
+    try:
+        _say(stdout, STARTED)
+        with open(path, 'a', encoding='utf-8') as out:
+            while True:
+                try:
+                    size, = LENGTH.unpack(_read_exactly(stdin, LENGTH.size))
+                    if size == 0:
+                        break
+                    offset, events = marshal.loads(_read_exactly(stdin, size))
+                except (EOFError, OSError, ValueError):
+                    break            # the engine's process ended without saying so
+                out.write(format_events(events, offset, comp, thread, backend))
+                out.flush()
+    except OSError as exc:           # the profile cannot be written (disk full, gone...)
+        status = 1
+        try:
+            os.write(2, f'radical.asyncflow: the profile helper cannot write {path}: '
+                        f'{exc.strerror or exc}\n'.encode())
+        except OSError:
+            pass
     # All written: say so, and exit at once (no interpreter teardown for the engine to wait for).
-    stdout.write(FINISHED)
-    stdout.flush()
-    os._exit(0)
+    _say(stdout, FINISHED)
+    os._exit(status)
+
+
+def _say(stdout, what: bytes) -> None:
+    """Tell the engine; if it is gone (a closed pipe), nobody needs to know."""
+    try:
+        stdout.write(what)
+        stdout.flush()
+    except OSError:
+        pass
 
 
 if __name__ == '__main__':

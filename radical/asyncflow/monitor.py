@@ -9,8 +9,10 @@ CSV format of ``radical.utils.Profiler`` that radical.analytics reads (event
 ``advance``, the state in the ``state`` column, as RADICAL-Pilot records its
 states) into the engine Profiler's own file, formatted on another core.
 
-Profiling follows radical.utils: it is on unless ``RADICAL_ASYNCFLOW_PROFILE``
-or ``RADICAL_PROFILE`` is ``False``/``0``/``off``.
+Profiling follows the RADICAL convention, off unless asked for:
+``WorkflowEngine.create(profile=True)``, ``RADICAL_ASYNCFLOW_PROFILE`` or
+``RADICAL_PROFILE`` set to ``True``/``1``/``on`` (the first of the three that
+is given decides); ``radical-asyncflow-run`` turns it on for its drivers.
 """
 
 from __future__ import annotations
@@ -59,15 +61,33 @@ _CANCELED = NodeState.CANCELED.index
 
 
 
-def make_profiler(path: str) -> Any:
-    """The engine's ``radical.utils.Profiler``, writing into ``path``.
+#: Environment variables that switch the profile on or off, the first given wins.
+PROFILE_VARIABLES = ('RADICAL_ASYNCFLOW_PROFILE', 'RADICAL_PROFILE')
+
+
+def profiling_wanted(profile: Optional[bool] = None) -> bool:
+    """``profile`` if given, else what the environment says; off by default."""
+    if profile is not None:
+        if not isinstance(profile, bool):
+            raise TypeError(f'profile must be True, False or None, not {profile!r}')
+        return profile
+    for name in PROFILE_VARIABLES:
+        value = os.environ.get(name, '').strip().lower()
+        if value:
+            return value not in ('0', 'false', 'off', 'no')
+    return False
+
+
+def make_profiler(path: str, enabled: bool) -> Any:
+    """The engine's ``radical.utils.Profiler``, writing into ``path`` if ``enabled``.
 
     Its clock is the host's: radical.utils would first ask an NTP server,
     which on a compute node without network stalls ``create()`` for seconds.
     Its ``flush`` does not ``fsync`` the file.
     """
     import radical.utils as ru
-    return local_clock_profiler(ru, name='radical.asyncflow', ns='radical.asyncflow', path=path)
+    return local_clock_profiler(ru, enabled=enabled, name='radical.asyncflow',
+                                ns='radical.asyncflow', path=path)
 
 
 def _nothing(*args: Any) -> None:
@@ -106,12 +126,14 @@ class RunMonitor:
     """
 
     def __init__(self, loop: Any, log: Any, profiler: Any, backend_name: str,
-                 work_dir: str) -> None:
+                 work_dir: str, run_dir: Optional[str] = None) -> None:
         self._block_kind = BLOCK
         self._loop = loop
         self._log = log
         self.backend_name = backend_name
         self.work_dir = work_dir
+        #: Where the summary goes (the engine's run directory).
+        self.run_dir = run_dir or work_dir
         self._task_counts = [0] * len(STATES)
         self._block_counts = [0] * len(STATES)
         self._peak = [0]                     # the most tasks SUBMITTED or RUNNING at once
@@ -346,8 +368,12 @@ class RunMonitor:
             self._log.warning('progress/profile update failed: %s', exc)
         self._schedule()
 
-    def stop(self, exit_signal: Optional[int] = None) -> Dict[str, Any]:
-        """Stop the display, write the profile and the summary; return the summary."""
+    def stop(self, exit_signal: Optional[int] = None,
+             outcome: Optional[Dict[str, Any]] = None) -> Dict[str, Any]:
+        """Stop the display, write the profile and the summary; return the summary.
+
+        ``outcome`` says how the run ended (see :func:`outcome_of`).
+        """
         if self._timer is not None:
             self._timer.cancel()
             self._timer = None
@@ -361,19 +387,25 @@ class RunMonitor:
         if display is not None:
             display.close()
         self.summary = self.build_summary(exit_signal)
-        path = os.path.join(self.work_dir, SUMMARY_FILE)
-        try:
-            with open(path, 'w', encoding='utf-8') as handle:
-                json.dump(self.summary, handle, indent=1)
-                handle.write('\n')
-            self.summary['summary_file'] = path
-        except OSError as exc:
-            self._log.warning('could not write %s: %s', path, exc)
+        self.summary['outcome'] = outcome or {'status': 'completed'}
+        self.write_summary()
         if display is not None:
             print_summary(self.summary, file=sys.stderr)
         return self.summary
 
     # ------------------------------------------------------------- summary
+
+    def write_summary(self) -> None:
+        """(Re)write the summary file of the run."""
+        path = os.path.join(self.run_dir, SUMMARY_FILE)
+        record = {k: v for k, v in self.summary.items() if k != 'summary_file'}
+        try:
+            with open(path, 'w', encoding='utf-8') as handle:
+                json.dump(record, handle, indent=1)
+                handle.write('\n')
+            self.summary['summary_file'] = path
+        except OSError as exc:
+            self._log.warning('could not write %s: %s', path, exc)
 
     def build_summary(self, exit_signal: Optional[int] = None) -> Dict[str, Any]:
         """The run summary as a JSON-ready dict."""
@@ -384,6 +416,7 @@ class RunMonitor:
         summary = {
             'backend': self.backend_name,
             'work_dir': self.work_dir,
+            'run_dir': self.run_dir,
             'started': _iso(self.started),
             'stopped': _iso(stopped),
             'wall_time_s': round(wall, 6),
@@ -401,6 +434,40 @@ class RunMonitor:
             'interrupted_by': _signal_name(exit_signal),
         }
         return summary
+
+
+def outcome_of(error: Optional[BaseException], signal_number: Optional[int] = None,
+               reason: str = '') -> Dict[str, Any]:
+    """How a run ended, for the summary: completed, failed (the exception's type and
+    message), interrupted (by signal N) or abandoned (the loop ended before shutdown)."""
+    if signal_number is not None:
+        return {'status': 'interrupted', 'signal': _signal_name(signal_number),
+                'signal_number': int(signal_number)}
+    if isinstance(error, KeyboardInterrupt):
+        import signal
+        return outcome_of(None, signal.SIGINT)
+    if isinstance(error, SystemExit) and error.code in (None, 0):
+        error = None
+    if error is not None:
+        return {'status': 'failed', 'exception': type(error).__name__,
+                'message': str(error if not isinstance(error, SystemExit) else error.code)}
+    if reason:
+        return {'status': 'abandoned', 'reason': reason}
+    return {'status': 'completed'}
+
+
+def describe_outcome(outcome: Dict[str, Any]) -> str:
+    """One line for an outcome of :func:`outcome_of`."""
+    status = outcome.get('status')
+    if status == 'failed':
+        message = (outcome.get('message') or '').strip().splitlines()
+        return f"the driver failed: {outcome.get('exception')}" + \
+            (f': {message[0][:200]}' if message else '')
+    if status == 'interrupted':
+        return f"interrupted by {outcome.get('signal')}"
+    if status == 'abandoned':
+        return f"ended without engine.shutdown(): {outcome.get('reason')}"
+    return str(status)
 
 
 def _iso(ts: float) -> str:
@@ -432,8 +499,11 @@ def format_summary(summary: Dict[str, Any]) -> str:
         + (f", {summary['throughput_per_s']:.1f} components/s"
            if summary.get('throughput_per_s') else ''),
     ]
+    outcome = summary.get('outcome') or {}
     if summary.get('interrupted_by'):
         lines.append(f"  interrupted by {summary['interrupted_by']}")
+    elif outcome.get('status') not in (None, 'completed'):
+        lines.append(f"  {describe_outcome(outcome)}")
     per_node = summary.get('tasks_per_node') or {}
     if per_node:
         shown = ', '.join(f'{node} {count}' for node, count in
@@ -456,6 +526,8 @@ def format_summary(summary: Dict[str, Any]) -> str:
         lines.append(f"      {names}")
     if summary.get('summary_file'):
         lines.append(f"  summary: {summary['summary_file']}")
+    if summary.get('run_dir'):
+        lines.append(f"  run directory: {summary['run_dir']}")
     return '\n'.join(lines)
 
 

@@ -14,8 +14,10 @@ writes two PNG files next to it (or into ``--out``):
 - ``asyncflow_nodes.png`` (when the backend said where tasks ran, as
   RADICAL-Pilot does): tasks per node.
 
-A profile file may hold several runs (every engine in the same directory
-appends to it); the last run is plotted unless ``--run`` picks another.
+Each engine writes into a run directory of its own (``<work_dir>/<engine
+uid>/``); given a work directory, the latest run in it is plotted.  A profile
+of an older release may hold several runs; the last is plotted unless
+``--run`` picks another.
 matplotlib is needed: ``pip install 'radical.asyncflow[plot]'``.
 """
 
@@ -62,14 +64,30 @@ class Run:
 
 
 def find_profile(path: str) -> str:
-    """The profile file of a session directory (or ``path`` itself if it is a file)."""
+    """The profile of a run directory, or of the latest run in a work directory
+    (or ``path`` itself if it is a file)."""
     if os.path.isfile(path):
         return path
     candidate = os.path.join(path, PROFILE_FILE)
     if os.path.isfile(candidate):
         return candidate
-    raise FileNotFoundError(f'no {PROFILE_FILE} in {path!r}: run the workflow with '
-                            f'profiling on (the default; RADICAL_PROFILE must not be False)')
+    runs = [os.path.join(path, name, PROFILE_FILE) for name in _listdir(path)]
+    runs = [run for run in runs if os.path.isfile(run)]
+    if runs:
+        return max(runs, key=os.path.getmtime)
+    summary = os.path.join(path, SUMMARY_FILE)
+    hint = (' (its summary says profiling was off: run with profile=True, '
+            'RADICAL_PROFILE=True or under radical-asyncflow-run)'
+            if os.path.isfile(summary) else
+            ': give the run directory <work_dir>/<engine uid>, or its work directory')
+    raise FileNotFoundError(f'no {PROFILE_FILE} in {path!r}{hint}')
+
+
+def _listdir(path: str) -> List[str]:
+    try:
+        return os.listdir(path)
+    except OSError:
+        return []
 
 
 def read_runs(profile: str) -> List[Run]:

@@ -9,6 +9,7 @@ radical.pilot: the callers pass the modules or objects in.
 
 from __future__ import annotations
 
+import os
 import time
 from typing import Any, Container, FrozenSet, Optional
 
@@ -48,13 +49,15 @@ def cancel_pilots(pmgr: Any, timeout: float) -> None:
 
 # ---------------------------------------------------------------- radical.utils
 
-def local_clock_profiler(ru: Any, **kwargs: Any) -> Any:
+def local_clock_profiler(ru: Any, enabled: Optional[bool] = None, **kwargs: Any) -> Any:
     """A ``ru.Profiler`` on the host's clock whose ``flush`` does not ``fsync``.
 
     radical.utils first asks an NTP server for the time (its private
     ``_timestamp_init``), which on a compute node without network stalls for
     seconds; and syncing a profile of many MB at every flush stalls the loop.
-    Relies on the private ``_enabled`` and ``_handle``.
+    ``enabled`` overrides what radical.utils decides from the environment
+    (by setting what its ``__init__`` sets: ``_enabled``, ``_handle``,
+    ``_path``, ``_name`` and the time stamps).
     """
     class LocalClockProfiler(ru.Profiler):
         def _timestamp_init(self):
@@ -65,7 +68,16 @@ def local_clock_profiler(ru: Any, **kwargs: Any) -> Any:
             if self._enabled and self._handle is not None:
                 self._handle.flush()
 
-    return LocalClockProfiler(**kwargs)
+    prof = LocalClockProfiler(**kwargs)
+    if enabled is not None and enabled != bool(prof._enabled):
+        prof._enabled = enabled
+        if enabled:
+            prof._handle = None
+            prof._path = kwargs.get('path') or os.getcwd()
+            prof._name = kwargs['name']
+            prof._ts_zero, prof._ts_abs, prof._ts_mode = prof._timestamp_init()
+            os.makedirs(prof._path, exist_ok=True)
+    return prof
 
 
 def profiler_file(prof: Any) -> Optional[Any]:

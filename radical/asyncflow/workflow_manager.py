@@ -18,16 +18,17 @@ import functools
 import inspect
 import os
 import signal
+import sys
 import threading
 import time
-from typing import Any, AsyncIterator, Callable, Dict, List, Optional, Union
+from typing import Any, AsyncIterator, Callable, Dict, Optional, Union
 
 from .decorators import call_keywords, make_decorator, scan_arguments
 from .graph import DependencyGraph, NodeState
 from .journal import ENV_JOURNAL, Journal
-from .monitor import RunMonitor, make_profiler
+from .monitor import RunMonitor, make_profiler, outcome_of, profiling_wanted
 from .outcomes import EngineReporter, Outcomes
-from .policy import DEFAULT_POLICY, TaskPolicy
+from .policy import DEFAULT_POLICY
 from .process_wide import SHUTDOWN_SIGNALS, SignalHub, uid_counter
 from .progress import progress_enabled
 from .recorder import CampaignRecorder
@@ -35,15 +36,14 @@ from .records import (_BLOCK_CHAIN, _BLOCK_ROUTE, _WORKFLOW_ID, BLOCK, EXECUTABL
                       TASK, ComponentRecord, FutureState, _Attempts, _ComponentSpec,
                       _ComponentsView, _TaskFuture, _cycle_error, _describe_type,
                       _upstream_blocks)
-from .routing import check_names, find_route, make_route, open_backends, shutdown_backends
+from .closing import abandon_engine, cancel_pending, stop_engine
+from .routing import check_names, find_route, make_route, open_backends
 from .run_stats import STATS
 from .scheduler import SUBMIT_BATCH, Scheduler
 
 __all__ = ['WorkflowEngine', 'TASK', 'BLOCK', 'FUNCTION', 'EXECUTABLE', 'SUBMIT_BATCH',
            'SHUTDOWN_SIGNALS', 'FutureState', '_get_event_loop_or_raise']
 
-#: Seconds shutdown() waits for the engine's own coroutines to stop.
-SHUTDOWN_WAIT = 5.0
 
 
 def _get_event_loop_or_raise(context_name: str = 'radical.asyncflow') -> asyncio.AbstractEventLoop:
@@ -70,7 +70,8 @@ class WorkflowEngine:
     async def create(cls, backend: Any = None, dry_run: bool = False,
                      implicit_data: bool = True, *, uid: Optional[str] = None,
                      work_dir: Optional[str] = None, journal: Optional[str] = None,
-                     progress: Optional[bool] = None) -> 'WorkflowEngine':
+                     progress: Optional[bool] = None,
+                     profile: Optional[bool] = None) -> 'WorkflowEngine':
         """Create an engine on ``backend`` and start its scheduler.
 
         ``backend`` is one backend or a list of them (the first is the
@@ -85,9 +86,12 @@ class WorkflowEngine:
         tasks recorded there as done are not run again.  ``progress``: show
         live progress and print the run summary at shutdown (default: unless
         ``$RADICAL_ASYNCFLOW_PROGRESS`` is ``0``; see :mod:`.progress`).
+        ``profile``: record the task profile (default: as ``$RADICAL_ASYNCFLOW_PROFILE``
+        or ``$RADICAL_PROFILE`` say, else off; see :mod:`.monitor`).
         """
         _get_event_loop_or_raise('WorkflowEngine')
-        progress = progress_enabled(progress)           # TypeError before anything starts
+        progress = progress_enabled(progress)           # TypeErrors before anything starts
+        profile = profiling_wanted(profile)
         _check_bool('implicit_data', implicit_data)
         _check_names(uid, work_dir)
         journal = journal or os.environ.get(ENV_JOURNAL) or None
@@ -95,7 +99,7 @@ class WorkflowEngine:
         try:
             backends = await open_backends(backend, dry_run)
             instance = cls(backend=backends, dry_run=dry_run, implicit_data=implicit_data,
-                           uid=uid, work_dir=work_dir)
+                           uid=uid, work_dir=work_dir, profile=profile)
         except BaseException:
             if opened is not None:
                 opened.close()
@@ -106,13 +110,18 @@ class WorkflowEngine:
                 opened, instance.loop, instance.log, instance.work_dir,
                 read_only=dry_run or isinstance(instance.backend, NoopExecutionBackend),
                 owns=instance._owns)
+        instance._creator = asyncio.current_task()
         instance._monitor.start(progress)
+        if progress:
+            print(f'radical.asyncflow: run {instance.uid} in {instance.run_dir}',
+                  file=sys.stderr, flush=True)
         await instance._start_async_components()
         STATS.engines_created += 1
         return instance
 
     def __init__(self, backend: Any, dry_run: bool = False, implicit_data: bool = True, *,
-                 uid: Optional[str] = None, work_dir: Optional[str] = None) -> None:
+                 uid: Optional[str] = None, work_dir: Optional[str] = None,
+                 profile: Optional[bool] = None) -> None:
         """Private: use :meth:`create`, which also starts the scheduler."""
         self.loop = _get_event_loop_or_raise('WorkflowEngine')
         self._loop_thread = threading.get_ident()
@@ -138,12 +147,12 @@ class WorkflowEngine:
             os.makedirs(work_dir, exist_ok=True)
         self.work_dir = os.path.abspath(work_dir) if work_dir is not None else \
             getattr(session, 'path', None) or os.getcwd()
-        #: Where this run's own files go (task outputs of capture_stdio=True).
-        self.run_dir = os.path.join(self.work_dir, self.uid)
+        #: This run's own directory (owner-only): log, profile, summary, task outputs.
+        self.run_dir = make_run_dir(self.work_dir, self.uid)
 
         import radical.utils as ru   # deferred: keeps "import radical.asyncflow" fast
-        self.log = ru.Logger(name='radical.asyncflow', ns='radical.asyncflow', path=self.work_dir)
-        self.prof = make_profiler(self.work_dir)
+        self.log = ru.Logger(name='radical.asyncflow', ns='radical.asyncflow', path=self.run_dir)
+        self.prof = make_profiler(self.run_dir, profiling_wanted(profile))
 
         self._records: Dict[str, ComponentRecord] = {}
         self.components = _ComponentsView(self._records)
@@ -156,7 +165,7 @@ class WorkflowEngine:
         self._recorder: Optional[CampaignRecorder] = None
         self._monitor = RunMonitor(self.loop, self.log, self.prof,
                                    ', '.join(type(r.backend).__name__ for r in self._routes),
-                                   self.work_dir)
+                                   self.work_dir, self.run_dir)
         # uid prefix and the process-wide number source per kind: 'task.000001'
         self._counters = {kind: (f'{kind.value}.', uid_counter(kind.value))
                           for kind in (TASK, BLOCK)}
@@ -172,6 +181,9 @@ class WorkflowEngine:
         self._shutdown_event = asyncio.Event()
         self._shutdown_task: Optional[asyncio.Task] = None
         self.exit_signal: Optional[int] = None
+        #: How the run ended, once known (see monitor.outcome_of).
+        self._outcome: Optional[Dict[str, Any]] = None
+        self._creator: Optional[asyncio.Task] = None
         self._signals = SignalHub.join(self.loop, self)
 
     async def _start_async_components(self) -> None:
@@ -279,7 +291,12 @@ class WorkflowEngine:
 
     async def run(self) -> None:
         """Drain the ready queue into the backends; runs until cancelled."""
-        await self._scheduler.run()
+        try:
+            await self._scheduler.run()
+        except asyncio.CancelledError:
+            if not self._shutdown_event.is_set():
+                self._abandoned()       # the loop is torn down: shutdown() never came
+            raise
 
     async def submit(self) -> None:
         """Dispatch batches of prepared components put on ``queue``; runs until cancelled."""
@@ -363,49 +380,13 @@ class WorkflowEngine:
         await asyncio.shield(self._shutdown_task)
 
     async def _shutdown(self, skip_execution_backend: bool, interrupted: bool = False) -> None:
-        """Stop everything; ``interrupted``: by a signal (the hub ends the process)."""
-        self.log.debug('shutting down')
-        self._shutdown_event.set()
-        internal = [t for t in (self._run_task, self._submit_task) if t is not None]
-        for task in internal:
-            task.cancel()
-        if internal:
-            done, pending = await asyncio.wait(internal, timeout=SHUTDOWN_WAIT)
-            if pending:
-                self.log.warning('engine coroutines did not stop within %ss', SHUTDOWN_WAIT)
-        if interrupted:
-            # the futures are cancelled as the process exits: later reports change nothing
-            self._reporter.closed = True
-        else:
-            self._cancel_pending(stop_in_backend=skip_execution_backend)
-        await self._outcomes.wait_background(SHUTDOWN_WAIT)
-        if self._signals is not None and not interrupted:
-            self._signals.leave(self)
-        if skip_execution_backend:
-            self.log.info('leaving the execution backends running, as asked')
-        else:
-            await shutdown_backends(self._routes, self.log)
-        self._reporter.closed = True
-        for route in self._routes:
-            route.forget(self._reporter)
-        if self._recorder is not None:
-            self._recorder.close()
-            self._recorder = self._outcomes.recorder = None
-        STATS.summaries.append(self._monitor.stop(self.exit_signal))
-        self.prof.prof('engine_stop', uid='engine')
-        self.prof.flush()
-        self.log.info('engine stopped')
+        await stop_engine(self, skip_execution_backend, interrupted)
+
+    def _abandoned(self) -> None:
+        abandon_engine(self)
 
     def _cancel_pending(self, stop_in_backend: bool) -> None:
-        """Cancel every unfinished future; the backend is told only if asked."""
-        pending = [r for r in self._records.values()
-                   if r.state is not NodeState.DONE and not r.future.done()]
-        if pending:
-            self.log.info('cancelling %d unfinished components', len(pending))
-        for record in pending:
-            # Block coroutines are the engine's own: always stopped.
-            record.backend_final = not stop_in_backend and record.spec.kind is not BLOCK
-            record.future.cancel()
+        cancel_pending(self, stop_in_backend)
 
     def _on_signal(self, sig: int) -> Optional[asyncio.Task]:
         """A shutdown signal (from the loop's SignalHub): stop in order; the stop task."""
@@ -441,8 +422,23 @@ class WorkflowEngine:
     async def __aenter__(self) -> 'WorkflowEngine':
         return self
 
-    async def __aexit__(self, *exc_info: Any) -> None:
+    async def __aexit__(self, exc_type: Any, exc: Optional[BaseException], tb: Any) -> None:
+        if exc is not None and self._outcome is None:
+            self._outcome = outcome_of(exc)
         await self.shutdown()
+
+
+def make_run_dir(work_dir: str, uid: str) -> str:
+    """``<work_dir>/<uid>``, made for the owner only; an existing one is an error
+    (a run never writes into another run's record)."""
+    path = os.path.join(work_dir, uid)
+    try:
+        os.makedirs(path, mode=0o700)
+    except FileExistsError:
+        raise FileExistsError(f'the run directory {path} exists already: give the engine '
+                              f'a new uid= (each run keeps its own record)') from None
+    os.chmod(path, 0o700)           # makedirs' mode is filtered by the umask
+    return path
 
 
 def _engine_uid() -> str:

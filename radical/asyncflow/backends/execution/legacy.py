@@ -19,7 +19,7 @@ import shutil
 import threading
 import weakref
 from dataclasses import dataclass
-from typing import Any, Dict, List, Optional, Sequence
+from typing import Any, Dict, List, Sequence
 
 from .spec import DataEdge, Reporter, TaskSpec, TaskType, spec_to_dict
 

@@ -58,7 +58,7 @@ from ..base import ExecutionBackend, Session
 from ..spec import Reporter, TaskSpec, spec_from_dict
 from .describe import TaskKind, describe_task, valid_keys
 from .outcome import command_result, failure, function_outcome
-from .payload import Links, raptor_function, write_payload
+from .payload import raptor_function, write_payload
 from .raptor import Raptor, parse_raptor_config, submit_master, worker_descriptions
 from .session import (close_session, pilot_description, pilot_diagnostics, prepare_environment,
                       stop_tasks)

@@ -17,7 +17,7 @@ import os
 import pickle
 import sys
 import traceback
-from typing import Any, List, Sequence, Tuple
+from typing import Any, Sequence, Tuple
 
 from ..spec import TaskSpec
 

@@ -13,7 +13,7 @@ import enum
 import os
 import threading
 from dataclasses import dataclass
-from typing import Any, Callable, Container, Dict, List, Optional
+from typing import Callable, Container, Dict, List, Optional
 
 from ..spec import Reporter, TaskSpec
 from .describe import SERVICE_STARTUP_TIMEOUT, TaskKind
