@@ -12,6 +12,7 @@ The driver does not name a backend, so where it runs is decided outside it:
     radical-asyncflow-run examples/campaign_driver.py        # the same, or inside a
                                                              # SLURM/PBS job: a pilot
                                                              # filling the allocation
+    radical-asyncflow-run --backend noop examples/campaign_driver.py   # a dry run
     radical-asyncflow-run --submit slurm --nodes 4 --walltime 120 \\
         examples/campaign_driver.py --members 512 --generations 20
 
@@ -83,6 +84,10 @@ async def main():
             result = simulate(x, seed=generation * 100_000 + i)
             scores.append(score(x, result))
         best = await select(*scores)
+        if best is None:     # a dry run (--backend noop): the tasks ran nowhere
+            print(f'generation {generation}: {len(scores)} simulations and scores, one '
+                  f'selection (dry run: no results)', flush=True)
+            continue
         spread = statistics.pstdev(x for x, _ in best) if len(best) > 1 else 0.0
         print(f'generation {generation}: best x = {best[0][0]:+.4f} '
               f'(objective {best[0][1]:.5f}, spread of the best {spread:.4f})', flush=True)
@@ -90,6 +95,9 @@ async def main():
         points = [rng.gauss(best[i % len(best)][0], width) for i in range(args.members)]
 
     await engine.shutdown()
+    if best is None:
+        print(f'dry run done: {args.generations} generations of {args.members} members')
+        return
     x = best[0][0]
     print(f'campaign done: x = {x:+.4f} after {args.generations} generations of '
           f'{args.members} members')

@@ -4,6 +4,7 @@ cluster is in test_slurm.py)."""
 
 import json
 import os
+import pathlib
 import shutil
 import signal
 import subprocess
@@ -273,7 +274,8 @@ def test_config_file_declares_several_named_backends(env, tmp_path):
     assert line.startswith('BACKENDS sim:ConcurrentExecutionBackend '
                            'local:ConcurrentExecutionBackend noop:NoopExecutionBackend')
     assert "['ran\\n', 'ran\\n', '']" in line
-    assert 'backend sim, local, noop:' in proc.stderr
+    assert ('backend sim (ConcurrentExecutionBackend), local (ConcurrentExecutionBackend), '
+            'noop (NoopExecutionBackend):') in proc.stderr
     # --backend is still the one-backend shortcut, over the file's tables
     proc = run(['--config', cfg, '--backend', 'concurrent', driver], env, tmp_path)
     assert proc.returncode == 0, proc.stderr
@@ -361,6 +363,14 @@ BAD_INPUT = {
                                 'neither a JSON object nor a file'),
     'resources-missing-file': (['--resources', 'nosuch.json', 'show.py'],
                                "'nosuch.json' is neither a JSON object nor a file"),
+    'resources-misspelled-key': (['--resources', '{"max_worker": 4}', 'show.py'],
+                                 "the concurrent backend takes no resource 'max_worker' "
+                                 "(did you mean 'max_workers'?)"),
+    'resources-misspelled-pilot-key': (['--backend', 'radical', '--resources',
+                                        '{"cores": 2, "runtim": 5}', 'show.py'],
+                                       "takes no resource 'runtim' (did you mean 'runtime'?)"),
+    'resources-misspelled-dask-key': (['--backend', 'dask', '--resources', '{"n_worker": 2}',
+                                       'show.py'], "(did you mean 'n_workers'?)"),
     'unknown-backend': (['--backend', 'slurm', 'show.py'], "invalid choice: 'slurm'"),
     'walltime-zero': (['--submit', 'slurm', '--walltime', '0', 'show.py'],
                       'must be a positive number of minutes'),
@@ -378,6 +388,7 @@ BAD_INPUT = {
     'submit-options-without-submit': (['--nodes', '2', 'show.py'],
                                       '--nodes only apply with --submit'),
     'dry-run-without-submit': (['--dry-run', 'show.py'], '--dry-run goes with --submit'),
+    'output-without-submit': (['-o', 'x.sh', 'show.py'], '--output goes with --submit'),
     'unknown-scheduler': (['--submit', 'lsf', '--walltime', '5', 'show.py'],
                           "invalid choice: 'lsf'"),
     'config-missing': (['--config', 'nosuch.toml', 'show.py'],
@@ -446,8 +457,15 @@ def test_dry_run_prints_the_slurm_script(show, env, tmp_path):
                  '#SBATCH --signal=B:USR1@120', '#SBATCH --account=abc',
                  '#SBATCH --partition=debug', f'--resume {tmp_path}/show.journal'):
         assert line in script
-    assert (tmp_path / 'show.sbatch').read_text() == script
-    assert 'not submitted' in proc.stderr
+    assert sorted(os.listdir(tmp_path)) == ['show.py']       # a dry run writes nothing
+    # -o FILE writes the script there instead, and prints nothing
+    proc = run(['--submit', 'slurm', '--walltime', '30', '--dry-run', '-o', 'jobs/run.sh',
+                show], env, tmp_path)
+    assert proc.returncode == 0, proc.stderr
+    assert proc.stdout == '' and 'wrote' in proc.stderr and 'not submitted' in proc.stderr
+    written = (tmp_path / 'jobs' / 'run.sh').read_text()
+    assert '#SBATCH --time=00:30:00' in written and 'sbatch' in written
+    assert 'jobs/run.sh' in written                  # the script resubmits itself from there
 
 
 def test_dry_run_prints_the_pbs_script(show, env, tmp_path):
@@ -455,7 +473,7 @@ def test_dry_run_prints_the_pbs_script(show, env, tmp_path):
     assert proc.returncode == 0, proc.stderr
     assert '#PBS -l walltime=01:00:00' in proc.stdout
     assert '--stop-after 3300' in proc.stdout
-    assert (tmp_path / 'show.pbs').exists()
+    assert not (tmp_path / 'show.pbs').exists()
 
 
 def test_submit_settings_from_the_config_file(show, env, tmp_path):
@@ -505,3 +523,127 @@ def test_console_script_is_installed():
     proc = subprocess.run([exe, '--help'], capture_output=True, text=True, timeout=60)
     assert proc.returncode == 0
     assert '--submit' in proc.stdout and 'Exit status' in proc.stdout
+
+
+# ------------------------------------------------------- the driver's errors
+
+DRIVER_ERRORS = textwrap.dedent('''
+    import asyncio, sys
+    from radical.asyncflow import WorkflowEngine
+
+    async def main():
+        engine = await WorkflowEngine.create()
+        what = sys.argv[1]
+        if what == 'not-async':
+            def plain():
+                return 1
+            engine.function_task(plain)
+        elif what == 'failed-task':
+            @engine.executable_task
+            async def broken():
+                return 'exit 4'
+
+            @engine.function_task
+            async def after(x):
+                return x
+
+            await after(broken())
+        elif what == 'own-error':
+            raise ZeroDivisionError("the driver's own bug")
+        await engine.shutdown()
+
+    asyncio.run(main())
+''')
+
+
+@pytest.mark.parametrize('what, status, line', [
+    ('not-async', 2, "radical-asyncflow-run: error: TypeError: @function_task needs an "
+                     "'async def' function: 'main.<locals>.plain' is not one"),
+    ('failed-task', 1, "radical-asyncflow-run: error: DependencyFailure: Cannot execute "
+                       "'after' due to dependency failure"),
+])
+def test_radical_asyncflow_errors_are_one_line(what, status, line, env, tmp_path):
+    driver = tmp_path / 'errors.py'
+    driver.write_text(DRIVER_ERRORS)
+    proc = run([driver, what], env, tmp_path)
+    assert proc.returncode == status, proc.stderr
+    assert line in proc.stderr and 'errors.py, line' in proc.stderr
+    assert 'Traceback' not in proc.stderr
+    debug = run(['--debug', driver, what], env, tmp_path)
+    assert debug.returncode == 1 and 'Traceback' in debug.stderr, debug.stderr
+
+
+def test_the_drivers_own_error_keeps_its_traceback(env, tmp_path):
+    driver = tmp_path / 'errors.py'
+    driver.write_text(DRIVER_ERRORS)
+    proc = run([driver, 'own-error'], env, tmp_path)
+    assert proc.returncode == 1
+    assert 'Traceback' in proc.stderr and "ZeroDivisionError: the driver's own bug" in proc.stderr
+
+
+OWN_BACKEND = textwrap.dedent('''
+    import asyncio
+    from concurrent.futures import ThreadPoolExecutor
+    from radical.asyncflow import ConcurrentExecutionBackend, WorkflowEngine
+
+    async def main():
+        backend = await ConcurrentExecutionBackend(ThreadPoolExecutor(2))
+        engine = await WorkflowEngine.create(backend=backend)
+
+        @engine.executable_task
+        async def hello():
+            return 'echo ran for real'
+
+        print(await hello(), end='')
+        await engine.shutdown()
+
+    asyncio.run(main())
+''')
+
+
+def test_a_chosen_backend_the_driver_does_not_use_is_a_warning(env, tmp_path):
+    env.pop('RADICAL_ASYNCFLOW_PROFILE')               # the command's own default
+    driver = tmp_path / 'own.py'
+    driver.write_text(OWN_BACKEND)
+    proc = run(['--backend', 'noop', driver], env, tmp_path)
+    assert proc.returncode == 0, proc.stderr
+    assert proc.stdout == 'ran for real\n'
+    warnings = [l for l in proc.stderr.splitlines() if 'warning' in l]
+    assert warnings == ['radical-asyncflow-run: warning: the driver made its own backend, so '
+                        'ConcurrentExecutionBackend runs its tasks, not the noop backend '
+                        'chosen for it'], proc.stderr
+    assert 'backend ConcurrentExecutionBackend: 1 done' in proc.stderr
+    summary_file = proc.stderr.split('run summary: ')[1].split(';')[0].strip()
+    summary = json.load(open(summary_file))
+    assert summary['backend'] == 'ConcurrentExecutionBackend'
+    # under the command the profile is on, in the run's own directory
+    assert summary['profile'] == os.path.join(os.path.dirname(summary_file),
+                                              'radical.asyncflow.prof')
+    assert os.path.getsize(summary['profile']) > 0
+    # without --backend (the default backend) there is nothing to warn about
+    assert 'warning' not in run([driver], env, tmp_path).stderr
+
+
+EXAMPLES = sorted(p for p in (pathlib.Path(__file__).resolve().parent.parent / 'examples')
+                  .glob('*.py'))
+
+
+#: Examples that show failures: the command's exit status says a task failed.
+FAIL_ON_PURPOSE = {'05_failure_handling.py', 'rp_workflow.py', 'rp_raptor_functions.py'}
+#: Examples that leave the backend to the command (the others build their own).
+CONFIGURED = {'campaign_driver.py', '07_dry_run.py'}
+
+
+@pytest.mark.parametrize('example', [pytest.param(p, id=p.name, marks=(
+    [pytest.mark.rp] if p.name.startswith('rp_') else [])) for p in EXAMPLES])
+def test_every_example_driver_runs_under_backend_noop(example, env, tmp_path):
+    """A driver that uses the command's backend makes a dry run of it; one that builds
+    its own runs as written, and the command says so in one line."""
+    proc = run(['--backend', 'noop', example], env, tmp_path, timeout=600)
+    expected = 1 if example.name in FAIL_ON_PURPOSE else 0
+    assert proc.returncode == expected, f'{proc.stdout[-2000:]}\n{proc.stderr[-3000:]}'
+    assert 'Traceback' not in proc.stderr, proc.stderr[-3000:]
+    warned = 'the driver made its own backend' in proc.stderr
+    assert warned == (example.name not in CONFIGURED), proc.stderr[-3000:]
+    if example.name == 'campaign_driver.py':
+        assert 'dry run done' in proc.stdout and 'backend NoopExecutionBackend' in proc.stderr

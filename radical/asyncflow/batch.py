@@ -494,6 +494,7 @@ class BatchJob:
     batch_options: Sequence[str] = ()            # extra '#SBATCH ...' / '#PBS ...' lines
     setup: Sequence[str] = ()                    # shell lines before the driver runs
     python: str = field(default_factory=lambda: sys.executable)
+    script_file: Optional[str] = None            # default: WORK_DIR/<name>.sbatch|.pbs
 
     def __post_init__(self) -> None:
         self.scheduler = Scheduler(self.scheduler)
@@ -532,6 +533,8 @@ class BatchJob:
     @property
     def script_path(self) -> str:
         """Where the batch script is written (in the work directory)."""
+        if self.script_file:
+            return os.path.abspath(self.script_file)
         suffix = 'sbatch' if self.scheduler is Scheduler.SLURM else 'pbs'
         return os.path.join(self.work_dir, f'{self.name}.{suffix}')
 
@@ -627,9 +630,9 @@ class BatchJob:
 
 
 def write_script(job: BatchJob) -> str:
-    """Write the job's batch script into its work directory; the path."""
-    os.makedirs(job.work_dir, exist_ok=True)
+    """Write the job's batch script (into its work directory, unless it names a file); the path."""
     path = job.script_path
+    os.makedirs(os.path.dirname(path), exist_ok=True)
     with open(path, 'w', encoding='utf-8') as handle:
         handle.write(job.script())
     os.chmod(path, 0o755)

@@ -18,9 +18,14 @@ print it instead).  The batch system signals the driver before the walltime
 Exit status: 0 when every task succeeded; 1 when a task failed, was
 cancelled or the driver raised; 2 for bad usage (missing driver, bad
 resources or config, unknown backend, a driver that never created an
-engine, no sbatch/qsub for --submit, a bad walltime); 128+N when signal N
-interrupted the run (143 SIGTERM, 138 SIGUSR1: the walltime warning):
-re-run with ``--resume JOURNAL`` to finish the campaign.
+engine, no sbatch/qsub for --submit, a bad walltime, and bad input the
+driver gave radical.asyncflow); 128+N when signal N interrupted the run
+(143 SIGTERM, 138 SIGUSR1: the walltime warning): re-run with ``--resume
+JOURNAL`` to finish the campaign.  Errors of radical.asyncflow are one line
+(``radical-asyncflow-run: error: ...``); ``--debug`` shows their traceback.
+
+The task profile is on for the drivers it runs (``RADICAL_ASYNCFLOW_PROFILE``
+or ``RADICAL_PROFILE`` set to false turns it off).
 """
 
 from __future__ import annotations
@@ -37,6 +42,10 @@ import traceback
 from typing import List, Optional
 
 from . import batch, config
+from .backends import registry
+from .errors import AsyncFlowError, TaskExecutionError
+from .monitor import PROFILE_VARIABLES
+from .routing import ENV_CHOSEN
 from .run_stats import STATS
 
 EXIT_OK = 0
@@ -107,12 +116,19 @@ def build_parser() -> argparse.ArgumentParser:
                              'status 138, as a batch system\'s walltime warning does')
     parser.add_argument('--quiet', action='store_true', default=None,
                         help='print no progress and no run summary')
+    parser.add_argument('--debug', action='store_true',
+                        help='show the full traceback of an error of radical.asyncflow '
+                             '(default: one line)')
     sub = parser.add_argument_group('batch jobs (--submit)')
     sub.add_argument('--submit', choices=[s.value for s in batch.Scheduler],
                      help='write a batch script that runs the driver with --resume in the '
                           'work directory, and submit it with sbatch/qsub; prints the job id')
     sub.add_argument('--dry-run', action='store_true',
-                     help='with --submit: write and print the script, do not submit it')
+                     help='with --submit: print the script (or write it to -o FILE), '
+                          'do not submit it')
+    sub.add_argument('-o', '--output', metavar='FILE',
+                     help='with --submit: write the script to FILE (default: into the work '
+                          'directory, as <job name>.sbatch|.pbs)')
     sub.add_argument('--nodes', type=_count('nodes', 1), help='nodes to ask for (default 1)')
     sub.add_argument('--walltime', type=_positive_minutes, metavar='MIN',
                      help='walltime in minutes')
@@ -176,12 +192,20 @@ def choose_backends(settings: config.Settings,
         resources = dict(cfg.resources)
         if cfg.kind == 'radical' and allocation is not None and 'resource' not in resources:
             resources = {**allocation.pilot_resources(), **resources}
+        try:
+            registry.check_resources(cfg.kind, resources)
+        except ValueError as exc:
+            raise UsageError(f'backend {cfg.name!r}: {exc}') from None
         result.append(config.BackendConfig(cfg.kind, resources, cfg.name))
     return result
 
 
 def export(chosen: List[config.BackendConfig], settings: config.Settings) -> None:
     """Hand the choice to the driver's WorkflowEngine.create() (environment)."""
+    if not any(os.environ.get(name, '').strip() for name in PROFILE_VARIABLES):
+        os.environ[PROFILE_VARIABLES[0]] = 'True'         # profiled, unless told otherwise
+    if settings.backend or settings.backends:
+        os.environ[ENV_CHOSEN] = ', '.join(cfg.name for cfg in chosen)
     if len(chosen) == 1:
         os.environ[config.ENV_BACKEND] = chosen[0].kind
         os.environ[config.ENV_RESOURCES] = json.dumps(chosen[0].resources)
@@ -221,10 +245,12 @@ def submit(args: argparse.Namespace, settings: config.Settings, driver: str) -> 
             backend=args.backend, resources=args.resources,
             config=args.config, quiet=bool(args.quiet),
             batch_options=opts.get('batch_options') or (),
-            setup=opts.get('setup') or ())
+            setup=opts.get('setup') or (), script_file=args.output)
+        if args.dry_run and not args.output:
+            sys.stdout.write(job.script())      # nothing written anywhere
+            return EXIT_OK
         path = batch.write_script(job)
         if args.dry_run:
-            sys.stdout.write(job.script())
             _say(settings, f'wrote {path} (not submitted: --dry-run)')
             return EXIT_OK
         job_id = batch.submit(job, path)
@@ -241,8 +267,14 @@ def submit(args: argparse.Namespace, settings: config.Settings, driver: str) -> 
 
 # ---------------------------------------------------------------------- run
 
-def run_driver(path: str, driver_args: List[str]) -> int:
-    """Run the driver as __main__; return its exit status."""
+def run_driver(path: str, driver_args: List[str], debug: bool = False) -> int:
+    """Run the driver as __main__; return its exit status.
+
+    An error radical.asyncflow raised for the driver's bad input is one line
+    and exit status 2; a failed workflow (a task's DependencyFailure or
+    TaskExecutionError reaching the driver) one line and 1; any other
+    exception its traceback and 1.  ``debug``: always the traceback.
+    """
     sys.argv = [path, *driver_args]
     sys.path.insert(0, os.path.dirname(os.path.abspath(path)))
     try:
@@ -257,10 +289,42 @@ def run_driver(path: str, driver_args: List[str]) -> int:
         return EXIT_TASKS_FAILED
     except KeyboardInterrupt:
         return 128 + signal.SIGINT
-    except BaseException:
-        traceback.print_exc()
-        return EXIT_TASKS_FAILED
+    except BaseException as exc:
+        kind = None if debug else error_kind(exc, path)
+        if kind is None:
+            traceback.print_exc()
+            return EXIT_TASKS_FAILED
+        print(f'{PROG}: error: {one_line(exc, path)}', file=sys.stderr, flush=True)
+        return EXIT_USAGE if kind == 'input' else EXIT_TASKS_FAILED
     return EXIT_OK
+
+
+#: Exceptions radical.asyncflow raises for bad input (where it raises them).
+_INPUT_ERRORS = (TypeError, ValueError, LookupError, OSError, RuntimeError)
+
+
+def error_kind(exc: BaseException, driver: str) -> Optional[str]:
+    """'input' (radical.asyncflow refused what the driver gave it), 'workflow' (a
+    failed task's error reached the driver), or None (the driver's own error)."""
+    frames = traceback.extract_tb(exc.__traceback__)
+    package = os.path.dirname(os.path.abspath(__file__))
+    if frames and os.path.abspath(frames[-1].filename).startswith(package + os.sep) \
+            and isinstance(exc, _INPUT_ERRORS):
+        return 'input'
+    if isinstance(exc, (AsyncFlowError, TaskExecutionError)):
+        return 'workflow'
+    return None
+
+
+def one_line(exc: BaseException, driver: str) -> str:
+    """``Type: first line of the message (driver.py, line N)``."""
+    lines = str(exc).strip().splitlines()
+    where = ''
+    for frame in reversed(traceback.extract_tb(exc.__traceback__)):
+        if os.path.abspath(frame.filename) == os.path.abspath(driver):
+            where = f' ({os.path.basename(driver)}, line {frame.lineno})'
+            break
+    return f'{type(exc).__name__}: {lines[0] if lines else ""}{where}'.rstrip()
 
 
 def _arm_stop_timer(seconds: int) -> threading.Timer:
@@ -279,8 +343,9 @@ def prepare(args: argparse.Namespace) -> tuple:
     driver = os.path.abspath(args.driver)
     if not os.path.isfile(driver):
         raise UsageError(f'driver {args.driver!r} does not exist')
-    if args.dry_run and not args.submit:
-        raise UsageError('--dry-run goes with --submit slurm|pbs')
+    if (args.dry_run or args.output) and not args.submit:
+        raise UsageError(f'{"--dry-run" if args.dry_run else "--output"} goes with '
+                         f'--submit slurm|pbs')
     if not args.submit:
         given = [_SUBMIT_FLAGS.get(k, f'--{k.replace("_", "-")}')
                  for k in config.SUBMIT_KEYS if getattr(args, k, None) is not None]
@@ -336,14 +401,16 @@ def main(argv: Optional[List[str]] = None) -> int:
                            f'({json.dumps(cfg.resources)})')
     if args.stop_after:
         _arm_stop_timer(args.stop_after)
-    status = run_driver(driver, args.driver_args)
+    status = run_driver(driver, args.driver_args, args.debug)
     if STATS.engines_created == 0 and status == EXIT_OK:
         print(f'{PROG}: error: {args.driver} never created a WorkflowEngine '
               f'(await WorkflowEngine.create())', file=sys.stderr)
         return EXIT_USAGE
     if status == EXIT_OK and (STATS.failed or STATS.canceled):
         status = EXIT_TASKS_FAILED
-    _say(settings, f'backend {", ".join(cfg.name for cfg in chosen)}: {STATS.done} done, '
+    ran = list(dict.fromkeys(s['backend'] for s in STATS.summaries)) or \
+        [cfg.name for cfg in chosen]
+    _say(settings, f'backend {", ".join(ran)}: {STATS.done} done, '
                    f'{STATS.failed} failed, '
                    f'{STATS.canceled} cancelled; exit status {status}')
     for summary in STATS.summaries:       # one per engine (radical.asyncflow.monitor)

@@ -49,6 +49,16 @@ def uid_counter(kind: str) -> Callable[[], int]:
     return counter.__next__
 
 
+_warned: set = set()
+
+
+def warn_once(message: str) -> None:
+    """Print ``message`` on stderr, once per process."""
+    if message not in _warned:
+        _warned.add(message)
+        print(message, file=sys.stderr, flush=True)
+
+
 # ------------------------------------------------------------------ fork
 
 _fork_callbacks: List[Callable[[], None]] = []

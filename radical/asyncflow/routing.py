@@ -13,12 +13,16 @@ from __future__ import annotations
 
 import inspect
 import logging
+import os
 from dataclasses import dataclass
 from typing import Any, List, Optional, Sequence
 
 from .backends.execution.legacy import LegacyAdapter, check_backend, speaks_natively
+from .process_wide import warn_once
 
 _log = logging.getLogger('radical.asyncflow')
+#: Set by radical-asyncflow-run when the user chose the backend(s): their names.
+ENV_CHOSEN = 'RADICAL_ASYNCFLOW_CHOSEN'
 
 
 @dataclass(eq=False)
@@ -83,6 +87,11 @@ async def open_backends(backend: Any, dry_run: bool) -> List[Any]:
         if dry_run and not isinstance(given, NoopExecutionBackend):
             raise RuntimeError(f'dry_run=True runs on the Noop backend; leave backend '
                                f'unset instead of passing {type(given).__name__}')
+    chosen = os.environ.get(ENV_CHOSEN, '').strip()
+    if chosen:
+        warn_once(f'radical-asyncflow-run: warning: the driver made its own backend, so '
+                  f'{", ".join(type(b).__name__ for b in backends)} runs its tasks, '
+                  f'not the {chosen} backend chosen for it')
     return [await initialize(given) for given in backends]
 
 

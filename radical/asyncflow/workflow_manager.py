@@ -21,7 +21,7 @@ import signal
 import sys
 import threading
 import time
-from typing import Any, AsyncIterator, Callable, Dict, Optional, Union
+from typing import Any, AsyncIterator, Callable, Dict, List, Optional, Union
 
 from .decorators import call_keywords, make_decorator, scan_arguments
 from .graph import DependencyGraph, NodeState
@@ -163,8 +163,7 @@ class WorkflowEngine:
         self._outcomes = Outcomes(self)
         self._reporter = EngineReporter(self._outcomes, self.loop, self.log)
         self._recorder: Optional[CampaignRecorder] = None
-        self._monitor = RunMonitor(self.loop, self.log, self.prof,
-                                   ', '.join(type(r.backend).__name__ for r in self._routes),
+        self._monitor = RunMonitor(self.loop, self.log, self.prof, _describe_routes(self._routes),
                                    self.work_dir, self.run_dir)
         # uid prefix and the process-wide number source per kind: 'task.000001'
         self._counters = {kind: (f'{kind.value}.', uid_counter(kind.value))
@@ -426,6 +425,13 @@ class WorkflowEngine:
         if exc is not None and self._outcome is None:
             self._outcome = outcome_of(exc)
         await self.shutdown()
+
+
+def _describe_routes(routes: List[Any]) -> str:
+    """The backend's class; for several: ``name (Class), ...``."""
+    if len(routes) == 1:
+        return type(routes[0].backend).__name__
+    return ', '.join(f'{r.name} ({type(r.backend).__name__})' for r in routes)
 
 
 def make_run_dir(work_dir: str, uid: str) -> str:

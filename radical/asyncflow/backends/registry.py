@@ -8,9 +8,10 @@ built, so naming the registry imports none of them.
 
 from __future__ import annotations
 
+import difflib
 import importlib
 from dataclasses import dataclass
-from typing import Any, Callable, Dict, Optional, Tuple
+from typing import Any, Callable, Dict, Iterable, Optional, Tuple
 
 #: resources -> a (not yet initialised) backend.
 Factory = Callable[[Dict[str, Any]], Any]
@@ -26,15 +27,17 @@ class BackendEntry:
     summary: str = ''
     #: The package its pip extra installs, if any.
     extra: Optional[str] = None
+    #: The resource keys it takes (None: not checked ahead).
+    keys: Optional[Callable[[], Iterable[str]]] = None
 
 
 _REGISTRY: Dict[str, BackendEntry] = {}
 
 
-def register(name: str, factory: Factory, summary: str = '',
-             extra: Optional[str] = None) -> None:
+def register(name: str, factory: Factory, summary: str = '', extra: Optional[str] = None,
+             keys: Optional[Callable[[], Iterable[str]]] = None) -> None:
     """Make ``name`` buildable (a later registration of the same name replaces it)."""
-    _REGISTRY[name] = BackendEntry(name, factory, summary, extra)
+    _REGISTRY[name] = BackendEntry(name, factory, summary, extra, keys)
 
 
 def names() -> Tuple[str, ...]:
@@ -49,6 +52,25 @@ def entry(name: str) -> BackendEntry:
     except KeyError:
         raise ValueError(f"unknown backend {name!r}: choose one of "
                          f"{', '.join(_REGISTRY)}") from None
+
+
+def check_resources(name: str, resources: Dict[str, Any]) -> None:
+    """ValueError naming a resource key backend ``name`` does not take, and the closest
+    one it does (before anything is built: a typo must not cost a pilot start)."""
+    found = entry(name)
+    if found.keys is None:
+        return
+    try:
+        valid = set(found.keys())
+    except ImportError:                 # its package is missing: building says so
+        return
+    for key in resources:
+        if key in valid:
+            continue
+        close = difflib.get_close_matches(key, sorted(valid), n=1)
+        hint = f" (did you mean '{close[0]}'?)" if close else ''
+        raise ValueError(f"the {name} backend takes no resource '{key}'{hint}; it takes "
+                         f"{', '.join(sorted(valid))}")
 
 
 def build(name: str, resources: Optional[Dict[str, Any]] = None) -> Any:
@@ -101,7 +123,18 @@ def _radical(resources: Dict[str, Any]) -> Any:
         resources, raptor_config=raptor, name=name)
 
 
-register('concurrent', _concurrent, 'local threads or processes')
-register('dask', _dask, 'a dask.distributed cluster', extra='dask')
-register('radical', _radical, 'RADICAL-Pilot pilots', extra='radical')
+def _dask_keys() -> Iterable[str]:
+    return _cls('.execution.dask_parallel', 'resource_keys')()
+
+
+def _radical_keys() -> Iterable[str]:
+    import radical.pilot as rp
+    from ..radical_compat import pilot_description_keys
+    return {*pilot_description_keys(rp), 'raptor_config', 'name'}
+
+
+register('concurrent', _concurrent, 'local threads or processes',
+         keys=lambda: CONCURRENT_KEYS)
+register('dask', _dask, 'a dask.distributed cluster', extra='dask', keys=_dask_keys)
+register('radical', _radical, 'RADICAL-Pilot pilots', extra='radical', keys=_radical_keys)
 register('noop', _noop, 'nothing: a dry run')

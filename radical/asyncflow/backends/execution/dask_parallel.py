@@ -316,6 +316,20 @@ class DaskExecutionBackend(ExecutionBackend):
         return self._states
 
 
+def resource_keys() -> set:
+    """The keys ``resources`` may hold: those of dask.distributed's LocalCluster (and
+    the Worker/Nanny keywords it passes on), of Client, and the connect options."""
+    import inspect
+    import distributed
+    keys = set(CONNECT_OPTIONS) | {'name'}
+    for target in (distributed.LocalCluster, distributed.Worker, distributed.Nanny,
+                   distributed.Client):
+        keys.update(name for name, param in inspect.signature(target).parameters.items()
+                    if param.kind not in (param.VAR_POSITIONAL, param.VAR_KEYWORD)
+                    and name != 'self')
+    return keys
+
+
 def _payload(task: TaskSpec) -> '_Payload':
     if task.function is not None:
         return _FunctionCall(task.function, task.args, dict(task.kwargs))
