@@ -647,3 +647,13 @@ def test_every_example_driver_runs_under_backend_noop(example, env, tmp_path):
     assert warned == (example.name not in CONFIGURED), proc.stderr[-3000:]
     if example.name == 'campaign_driver.py':
         assert 'dry run done' in proc.stdout and 'backend NoopExecutionBackend' in proc.stderr
+
+
+def test_resuming_from_a_journal_others_can_write_is_one_line(show, env, tmp_path):
+    assert run(['--resume', 'c.db', show], env, tmp_path).returncode == 0
+    os.chmod(tmp_path / 'c.db', 0o664)
+    proc = run(['--resume', 'c.db', show], env, tmp_path)
+    assert proc.returncode == 2, proc.stderr
+    assert f'radical-asyncflow-run: error: JournalError: refusing to resume from ' \
+           f'{tmp_path}/c.db: it is writable by its group (mode 0664)' in proc.stderr
+    assert 'Traceback' not in proc.stderr

@@ -240,7 +240,7 @@ def test_rich_display_on_a_terminal(monkeypatch):
     display.close()
     assert sys.stdout is stdout                            # the terminal is given back
     out = stream.getvalue()
-    assert 'radical.asyncflow' in out and '4/10' in out and 'running' in out
+    assert '4/10' in out and 'running' in out and 'done' in out
 
 
 async def test_display_timer_does_not_keep_the_loop_alive():
@@ -572,3 +572,25 @@ async def test_tasks_per_node_in_the_summary_the_profile_and_the_plot(profiling,
     run = plot.read_runs(plot.find_profile(str(tmp_path)))[-1]
     assert plot.tasks_per_node(run) == expected
     assert os.path.getsize(plot.plot_session(str(tmp_path))['nodes']) > 0
+
+
+@pytest.mark.parametrize('width', [80, 120, 200])
+def test_the_status_line_fits_the_terminal(width):
+    from rich.console import Console
+    figures = {'counts': {'WAITING': 123456, 'READY': 4321, 'SUBMITTED': 2048,
+                          'RUNNING': 1024, 'DONE': 876543, 'FAILED': 1234, 'CANCELED': 56},
+               'total': 1009999, 'finished': 877833, 'rate': 1234.5, 'eta': 3725.0,
+               'elapsed': 86399.0, 'peak': 2048}
+    line = progress.ProgressDisplay.status_line(figures, width)
+    out = io.StringIO()
+    Console(file=out, width=width, force_terminal=True, color_system=None).print(line)
+    lines = out.getvalue().splitlines()
+    assert len(lines) == 1 and len(lines[0]) < width, lines
+    shown = lines[0]
+    # the most important figures stay, whatever the width
+    for must in ('877833/1009999', 'failed 1234', 'done 876543', 'running 1024'):
+        assert must in shown, shown
+    if width >= 120:
+        assert 'ETA 1:02:05' in shown and '1234.5/s' in shown and 'waiting 123456' in shown
+    if width >= 200:
+        assert 'ready 4321' in shown and 'submitted 2048' in shown and 'elapsed 23:59:59' in shown

@@ -7,6 +7,7 @@ processes.
 
 import asyncio
 import os
+import stat
 import threading
 import time
 from concurrent.futures import ProcessPoolExecutor, ThreadPoolExecutor
@@ -16,6 +17,7 @@ import pytest
 from helpers import count, enter_tmp_dir, journal_rows, mark, wait_gone
 from radical.asyncflow import ConcurrentExecutionBackend, OutputFile, WorkflowEngine
 from radical.asyncflow.errors import DependencyFailure, TaskExecutionError
+from radical.asyncflow.journal import JournalError
 
 WAIT = 15
 
@@ -444,3 +446,41 @@ async def test_shutdown_stops_running_blocks():
     assert future.cancelled()
     leftover = [t for t in asyncio.all_tasks() if t is not asyncio.current_task()]
     assert (ended, leftover) == ([True], [])
+
+
+# ------------------------------------------------------- who may write a journal
+
+async def test_the_journal_and_the_run_directory_are_private(tmp_path):
+    old = os.umask(0o002)                 # the common HPC umask: group-writable files
+    try:
+        engine = await WorkflowEngine.create(dry_run=True, journal=str(tmp_path / 'c.db'),
+                                             progress=False)
+        await engine.shutdown()
+    finally:
+        os.umask(old)
+    assert stat.S_IMODE(os.stat(tmp_path / 'c.db').st_mode) == 0o600
+    assert stat.S_IMODE(os.stat(engine.run_dir).st_mode) == 0o700
+
+
+@pytest.mark.parametrize('mode, who', [(0o664, 'its group'), (0o606, 'others'),
+                                       (0o666, 'group and others')])
+async def test_a_journal_others_can_write_is_refused(tmp_path, mode, who):
+    path = tmp_path / 'c.db'
+    engine = await WorkflowEngine.create(dry_run=True, journal=str(path), progress=False)
+    await engine.shutdown()
+    os.chmod(path, mode)
+    with pytest.raises(JournalError, match=rf'refusing to resume from {path}: it is writable '
+                                           rf'by {who} \(mode 0{mode:o}\).*chmod 600'):
+        await WorkflowEngine.create(dry_run=True, journal=str(path), progress=False)
+
+
+async def test_a_journal_of_another_user_is_refused(tmp_path):
+    if os.geteuid() != 0:
+        pytest.skip('giving a file to another user needs root (CI runs as root)')
+    path = tmp_path / 'c.db'
+    engine = await WorkflowEngine.create(dry_run=True, journal=str(path), progress=False)
+    await engine.shutdown()
+    os.chown(path, 65534, 65534)
+    with pytest.raises(JournalError, match=r'refusing to resume from .*: it belongs to user '
+                                           r'.*65534.*not to you'):
+        await WorkflowEngine.create(dry_run=True, journal=str(path), progress=False)

@@ -20,6 +20,7 @@ import json
 import os
 import pickle
 import sqlite3
+import stat
 import time
 from dataclasses import dataclass
 from typing import Any, Callable, Iterable, List, Optional, Tuple
@@ -66,9 +67,13 @@ class Journal:
 
     def __init__(self, path: str) -> None:
         self.path = os.path.abspath(os.fspath(path))
+        if os.path.exists(self.path):
+            check_ownership(self.path)
         existed = os.path.exists(self.path) and os.path.getsize(self.path) > 0
         if existed:
             self._check_header()
+        else:
+            _create_private(self.path)
         try:
             self._db = sqlite3.connect(self.path, isolation_level=None,
                                        check_same_thread=False)
@@ -172,6 +177,42 @@ class Journal:
         """Flush and close the file."""
         self.flush()
         self._db.close()
+
+
+def check_ownership(path: str) -> None:
+    """Refuse a journal someone else could have written: its results are unpickled,
+    so whoever can write it can run code in the driver that resumes from it (the
+    rule ssh applies to private keys)."""
+    info = os.stat(path)
+    if info.st_uid != os.getuid():
+        raise JournalError(
+            f'refusing to resume from {path}: it belongs to user {_user(info.st_uid)}, '
+            f'not to you, and its results are unpickled (code could run); copy what you '
+            f'trust into a journal of your own')
+    if info.st_mode & (stat.S_IWGRP | stat.S_IWOTH):
+        raise JournalError(
+            f'refusing to resume from {path}: it is writable by '
+            f'{"group and others" if info.st_mode & stat.S_IWOTH and info.st_mode & stat.S_IWGRP else "others" if info.st_mode & stat.S_IWOTH else "its group"}'
+            f' (mode {stat.S_IMODE(info.st_mode):04o}), and its results are unpickled '
+            f'(code could run): chmod 600 {path}')
+
+
+def _create_private(path: str) -> None:
+    """Create an empty journal file readable and writable by its owner only."""
+    os.makedirs(os.path.dirname(path), exist_ok=True)
+    try:
+        os.close(os.open(path, os.O_WRONLY | os.O_CREAT | os.O_EXCL, 0o600))
+    except FileExistsError:     # an empty file left by an earlier try: make it ours
+        pass
+    os.chmod(path, 0o600)
+
+
+def _user(uid: int) -> str:
+    try:
+        import pwd
+        return f'{pwd.getpwuid(uid).pw_name} ({uid})'
+    except (ImportError, KeyError):
+        return str(uid)
 
 
 def task_identity(qualname: str, position: int, args: Iterable[Any], kwargs: dict,

@@ -2,7 +2,9 @@
 
 The display reads the engine's state counters (:class:`~.monitor.RunMonitor`)
 from a loop timer; it never touches the scheduler.  On a terminal (stderr is
-a tty) it redraws one status line twice a second with ``rich``; in a batch
+a tty) it redraws one status line twice a second with ``rich``, fitted to the
+terminal's width: the least important fields go first as it narrows
+(:data:`FIELD_PRIORITY`), the bar shrinks, and it never wraps; in a batch
 job (stderr is a file) it prints a plain line every
 ``RADICAL_ASYNCFLOW_PROGRESS_INTERVAL`` seconds (default 30).  Switch it off
 with ``WorkflowEngine.create(..., progress=False)`` or
@@ -26,6 +28,11 @@ TERMINAL_REFRESH = 0.5
 PLAIN_INTERVAL = 30.0
 #: Seconds of history the rate (and so the ETA) is computed over.
 RATE_WINDOW = 10.0
+#: The status line's fields, most important first: a narrow terminal drops them
+#: from the end of this list.  ('bar' shrinks from BAR_WIDTH to BAR_MIN first.)
+FIELD_PRIORITY = ('count', 'failed', 'done', 'running', 'eta', 'rate', 'bar', 'waiting',
+                  'label', 'cancelled', 'elapsed', 'submitted', 'ready')
+BAR_WIDTH, BAR_MIN = 30, 8
 
 
 def progress_enabled(progress: Optional[bool] = None) -> bool:
@@ -70,6 +77,7 @@ class ProgressDisplay:
         self._stream = stream if stream is not None else sys.stderr
         self._history: collections.deque = collections.deque()
         self._live: Any = None
+        self._console: Any = None
         self.terminal = _is_terminal(self._stream)
         if self.terminal:
             self.interval = TERMINAL_REFRESH
@@ -87,7 +95,7 @@ class ProgressDisplay:
         except ImportError:             # rich is a dependency, but degrade gracefully
             self.terminal = False
             return
-        console = Console(file=self._stream)
+        console = self._console = Console(file=self._stream)
         self._live = Live(self._render(), console=console, auto_refresh=False,
                           transient=False, redirect_stdout=True, redirect_stderr=True)
         self._live.start()
@@ -126,27 +134,61 @@ class ProgressDisplay:
                 f"{f['rate']:.1f}/s, ETA {format_duration(f['eta'])}")
 
     def _render(self) -> Any:
-        from rich.progress_bar import ProgressBar
-        from rich.table import Table
+        width = self._console.width if self._console is not None else 80
+        return self.status_line(self.figures(), width)
+
+    @staticmethod
+    def status_line(f: dict, width: int) -> Any:
+        """The status line of figures ``f`` (see :meth:`figures`) in ``width`` columns:
+        a ``rich.text.Text`` of one line, the least important fields dropped to fit."""
         from rich.text import Text
-        f = self.figures()
         c = f['counts']
-        grid = Table.grid(padding=(0, 1))
-        grid.add_row(
-            Text('radical.asyncflow', style='bold'),
-            ProgressBar(total=max(f['total'], 1), completed=f['finished'], width=30),
-            Text(f"{f['finished']}/{f['total']}"),
-            Text.assemble(('done ', 'dim'), (str(c['DONE']), 'green'),
-                          (' failed ', 'dim'), (str(c['FAILED']), 'red' if c['FAILED'] else ''),
-                          (' cancelled ', 'dim'), (str(c['CANCELED']), 'yellow' if c['CANCELED'] else ''),
-                          (' running ', 'dim'), (str(c['RUNNING']), 'cyan'),
-                          (' submitted ', 'dim'), str(c['SUBMITTED']),
-                          (' ready ', 'dim'), str(c['READY']),
-                          (' waiting ', 'dim'), str(c['WAITING'])),
-            Text(f"{f['rate']:.1f}/s ETA {format_duration(f['eta'])} "
-                 f"elapsed {format_duration(f['elapsed'])}", style='dim'),
-        )
-        return grid
+        fields = {   # name: (label, value, style of the value), in display order
+            'label': ('', 'asyncflow', 'bold'),
+            'bar': None,
+            'count': ('', f"{f['finished']}/{f['total']}", ''),
+            'done': ('done ', str(c['DONE']), 'green'),
+            'failed': ('failed ', str(c['FAILED']), 'red' if c['FAILED'] else ''),
+            'cancelled': ('cancelled ', str(c['CANCELED']), 'yellow' if c['CANCELED'] else ''),
+            'running': ('running ', str(c['RUNNING']), 'cyan'),
+            'submitted': ('submitted ', str(c['SUBMITTED']), ''),
+            'ready': ('ready ', str(c['READY']), ''),
+            'waiting': ('waiting ', str(c['WAITING']), ''),
+            'rate': ('', f"{f['rate']:.1f}/s", 'dim'),
+            'eta': ('ETA ', format_duration(f['eta']), 'dim'),
+            'elapsed': ('elapsed ', format_duration(f['elapsed']), 'dim'),
+        }
+        keep = list(FIELD_PRIORITY)
+        bar = BAR_WIDTH
+
+        def length() -> int:
+            parts = [len(fields[n][0]) + len(fields[n][1]) for n in fields
+                     if n in keep and n != 'bar']
+            return sum(parts) + len(parts) - 1 + (bar + 1 if 'bar' in keep else 0)
+
+        limit = max(width - 1, 1)        # the last column would wrap on some terminals
+        while length() > limit and len(keep) > 1:
+            if 'bar' in keep and bar > BAR_MIN:
+                bar = max(BAR_MIN, bar - (length() - limit))
+                continue
+            keep.pop()
+        text = Text(no_wrap=True, overflow='crop')
+        for name in fields:
+            if name not in keep:
+                continue
+            if len(text):
+                text.append(' ')
+            if name == 'bar':
+                done = round(bar * f['finished'] / max(f['total'], 1))
+                text.append('━' * done, 'green')
+                text.append('━' * (bar - done), 'grey37')
+                continue
+            label, value, style = fields[name]
+            if label:
+                text.append(label, 'dim')
+            text.append(value, style)
+        text.truncate(limit)
+        return text
 
     # ----------------------------------------------------------- lifetime
 
