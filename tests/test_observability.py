@@ -594,3 +594,29 @@ def test_the_status_line_fits_the_terminal(width):
         assert 'ETA 1:02:05' in shown and '1234.5/s' in shown and 'waiting 123456' in shown
     if width >= 200:
         assert 'ready 4321' in shown and 'submitted 2048' in shown and 'elapsed 23:59:59' in shown
+
+
+async def test_the_profile_is_off_unless_asked_for(monkeypatch):
+    for name in monitor.PROFILE_VARIABLES:
+        monkeypatch.delenv(name, raising=False)
+    engine = await WorkflowEngine.create(dry_run=True, progress=False)
+    assert engine._monitor.profile is None and not engine.prof.enabled
+    await engine.shutdown()
+    assert engine.summary['profile'] is None
+    assert not os.path.exists(os.path.join(engine.run_dir, monitor.PROFILE_FILE))
+
+    asked = await WorkflowEngine.create(dry_run=True, progress=False, profile=True)
+    assert asked._monitor.profile is not None and asked.prof.enabled
+    await asked.shutdown()
+    assert os.path.getsize(os.path.join(asked.run_dir, monitor.PROFILE_FILE)) > 0
+
+    monkeypatch.setenv('RADICAL_PROFILE', 'True')
+    by_env = await WorkflowEngine.create(dry_run=True, progress=False)
+    assert by_env._monitor.profile is not None
+    await by_env.shutdown()
+    monkeypatch.setenv('RADICAL_ASYNCFLOW_PROFILE', 'off')     # the first variable wins
+    off = await WorkflowEngine.create(dry_run=True, progress=False)
+    assert off._monitor.profile is None
+    await off.shutdown()
+    with pytest.raises(TypeError, match='profile must be True, False or None'):
+        await WorkflowEngine.create(dry_run=True, profile='yes')
