@@ -620,3 +620,27 @@ async def test_the_profile_is_off_unless_asked_for(monkeypatch):
     await off.shutdown()
     with pytest.raises(TypeError, match='profile must be True, False or None'):
         await WorkflowEngine.create(dry_run=True, profile='yes')
+
+
+def test_a_profile_helper_that_cannot_write_says_so_in_one_line(tmp_path):
+    unwritable = tmp_path / 'a-directory'
+    unwritable.mkdir()
+    proc = subprocess.run([sys.executable, '-I', '-S', _profile_writer.__file__,
+                           str(unwritable), 'comp', 'thread', 'backend'],
+                          input=_profile_writer.END_FRAME, capture_output=True, timeout=30)
+    assert proc.returncode == 1
+    err = proc.stderr.decode()
+    assert err.startswith('radical.asyncflow: the profile helper cannot write') \
+        and err.count('\n') == 1, err
+    assert 'Traceback' not in err
+
+
+def test_a_profile_helper_whose_engine_went_away_ends_quietly():
+    proc = subprocess.Popen([sys.executable, '-I', '-S', _profile_writer.__file__,
+                             os.devnull, 'comp', 'thread', 'backend'],
+                            stdin=subprocess.PIPE, stdout=subprocess.PIPE,
+                            stderr=subprocess.PIPE)
+    proc.stdout.close()                      # the engine stops listening ...
+    proc.stdin.close()                       # ... and goes away without an end frame
+    assert proc.wait(30) == 0
+    assert proc.stderr.read() == b''        # no BrokenPipeError traceback
