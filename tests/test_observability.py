@@ -550,7 +550,12 @@ class PlacingBackend(NoopExecutionBackend):
 
     async def submit(self, tasks, reporter):
         for i, spec in enumerate(tasks):
-            reporter.running(spec, [f'n{i % 3 + 1}'] if i % 4 else ['n1', 'n2'])
+            where = [f'n{i % 3 + 1}'] if i % 4 else ['n1', 'n2']
+            if i % 2:
+                reporter.running(spec, where)
+            else:                   # learned only later (as RADICAL-Pilot 1.103 tells)
+                reporter.running(spec)
+                reporter.placed(spec, where)
             reporter.done(spec, None)
 
 
@@ -571,6 +576,7 @@ async def test_tasks_per_node_in_the_summary_the_profile_and_the_plot(profiling,
     assert 'tasks per node: n1 6, n2 6, n3 3' in monitor.format_summary(engine.summary)
     run = plot.read_runs(plot.find_profile(str(tmp_path)))[-1]
     assert plot.tasks_per_node(run) == expected
+    assert all('RUNNING' in states and 'DONE' in states for states in run.states.values())
     assert os.path.getsize(plot.plot_session(str(tmp_path))['nodes']) > 0
 
 

@@ -37,6 +37,8 @@ STATE_NAMES = ('WAITING', 'READY', 'SUBMITTED', 'RUNNING', 'DONE', 'FAILED', 'CA
 #: The state index of a component READY at creation: its WAITING and READY
 #: lines, at the same time, from one recorded event.
 READY_AT_ONCE = len(STATE_NAMES)
+#: The code of a placement learned after RUNNING (its message: the nodes).
+PLACED = READY_AT_ONCE + 1
 #: Values per event: time, uid, state index, message (or None).
 FIELDS = 4
 _DIGITS3 = tuple('%03d' % i for i in range(1000))
@@ -79,6 +81,8 @@ def format_events(events: list, offset: int, comp: str, thread: str, backend: st
                 append(f'{when}{one}{tail}')
         elif index == READY_AT_ONCE:
             append(f'{when}{uid}{waiting}{msg}\n{when}{uid}{ready}')
+        elif index == PLACED:
+            append(f'{when}{uid},PLACED,{msg}\n')
         elif msg is None:
             append(f'{when}{uid}{tails[index]}')
         else:

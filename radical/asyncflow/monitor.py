@@ -209,14 +209,21 @@ class RunMonitor:
                      f'{spec.name} {WORKFLOW_MARK}{csv_safe(record.workflow_id)}'))
         return created_traced
 
-    def placed(self, nodes: Any) -> None:
-        """A task just made RUNNING runs on ``nodes``: counted per node, and in the
-        profile (the message of its RUNNING event: the nodes, ``;``-separated)."""
+    def placed(self, nodes: Any, late_uid: Optional[str] = None) -> None:
+        """A task runs on ``nodes``: counted per node, and in the profile: the
+        message of the RUNNING event just recorded (the nodes, ``;``-separated),
+        or, learned later (``late_uid``), a PLACED event of its own."""
         per_node = self.tasks_per_node
         for node in nodes:
             per_node[node] = per_node.get(node, 0) + 1
-        if self.profile is not None and self.profile.events:
-            self.profile.events[-1] = csv_safe(';'.join(nodes))
+        sink = self.profile
+        if sink is None:
+            return
+        where = csv_safe(';'.join(nodes))
+        if late_uid is not None:
+            sink.events.extend((time.perf_counter_ns(), late_uid, _profile_writer.PLACED, where))
+        elif sink.events:
+            sink.events[-1] = where
 
     def _join_workflow(self, record: Any) -> None:
         """Count a new record in its workflow and observe it for the workflow too."""

@@ -36,6 +36,7 @@ class EngineReporter:
         #: Set when the engine shut down: later reports are dropped.
         self.closed = False
         self._on_running = outcomes.on_running
+        self._on_placed = outcomes.on_placed
         self._on_done = outcomes.on_done
         self._on_failed = outcomes.on_failed
         self._on_cancelled = outcomes.on_cancelled
@@ -47,6 +48,13 @@ class EngineReporter:
             self._on_running(task, where)
         else:
             self._hand_over(self._on_running, task, where)
+
+    def placed(self, task: TaskSpec, where: Sequence[str]) -> None:
+        """The nodes a running task runs on, learned after it was reported running."""
+        if threading.get_ident() == self._loop_thread and not self.closed:
+            self._on_placed(task, where)
+        else:
+            self._hand_over(self._on_placed, task, where)
 
     def done(self, task: TaskSpec, result: Any) -> None:
         """The task succeeded with ``result``."""
@@ -149,6 +157,12 @@ class Outcomes:
         attempts = record.attempts
         if attempts is not None and attempts.policy.timeout:
             self.arm_timeout(record)          # a timeout counts running time only
+
+    def on_placed(self, spec: TaskSpec, where: Sequence[str]) -> None:
+        """A placement learned late: counted per node, and a PLACED profile event."""
+        record = self._current(spec, 'PLACED')
+        if record is not None and where:
+            self._engine._monitor.placed(where, record.uid)
 
     def on_done(self, spec: TaskSpec, result: Any) -> None:
         """The task succeeded: resolve its future and release its dependents."""

@@ -119,7 +119,7 @@ def read_runs(profile: str) -> List[Run]:
                 if parts[5] == 'WAITING' and len(parts) > 6 and WORKFLOW_MARK in parts[6]:
                     current.workflows[parts[4]] = \
                         parts[6].split(WORKFLOW_MARK, 1)[1].strip()
-                elif parts[5] == 'RUNNING' and len(parts) > 6 and parts[6].strip():
+                elif parts[5] in ('RUNNING', 'PLACED') and len(parts) > 6 and parts[6].strip():
                     current.nodes[parts[4]] = parts[6].strip().split(';')
             elif event == 'engine_start':
                 current = Run()

@@ -111,6 +111,9 @@ class Reporter(Protocol):
         """The task started to run (after any queueing of the backend's own),
         on the nodes ``where`` if the backend knows them."""
 
+    def placed(self, task: TaskSpec, where: Sequence[str]) -> None:
+        """Optional: the nodes a RUNNING task runs on, when learned after ``running``."""
+
     def done(self, task: TaskSpec, result: Any) -> None:
         """The task succeeded: a function's return value, a command's :class:`CommandResult`."""
 
