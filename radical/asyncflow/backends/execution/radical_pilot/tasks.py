@@ -88,7 +88,9 @@ class SubmittedTasks:
             sub.phase = Phase.RUNNING
             if where:
                 self._count(sub, where)
-            sub.reporter.running(sub.spec, where)
+                sub.reporter.running(sub.spec, where)
+            else:               # as reporters written before ``where`` expect
+                sub.reporter.running(sub.spec)
             return True
 
     def placed(self, sub: Submitted, where: List[str]) -> bool:
