@@ -136,6 +136,10 @@ MPI_FUNCTION_DRIVER = textwrap.dedent('''
 
         print('MPI-FUNCTION', json.dumps(await allreduce()))
         print('SINGLE', json.dumps(await single()))
+        try:
+            await allreduce(task_description={'ranks': 4})      # more than the worker has
+        except ValueError as exc:
+            print('TOO-MANY-RANKS', json.dumps(str(exc)))
         await engine.shutdown()
 
     asyncio.run(main())
@@ -344,13 +348,19 @@ def test_mpi_function_task_on_a_raptor_mpiworker_across_two_nodes(cluster, env, 
                              ['--submit', 'slurm', '--nodes', 2, '--walltime', WALLTIME,
                               '--resources', json.dumps(raptor), driver])
     report['b: MPIWorker function task (s)'] = round(time.monotonic() - started, 1)
-    assert job.exit_code == '0:0', f'{job.state} {job.exit_code}\n{out[-4000:]}'
+    # exit status 1: the task that asks for too many ranks failed, as it should
+    assert job.exit_code == '1:0', f'{job.state} {job.exit_code}\n{out[-4000:]}'
+    assert 'backend radical: 2 done, 1 failed, 0 cancelled' in out, out[-4000:]
     result = json_line(out, 'MPI-FUNCTION')
     report['b: MPI function ranks -> node'] = dict(enumerate(result['nodes']))
     assert result['size'] == 3 and result['rank'] == 0      # rank 0's return value
     assert result['sum'] == 6                                # 1+2+3 over the task's ranks
     assert set(result['nodes']) == {'n1', 'n2'}              # the worker spans both nodes
     assert json_line(out, 'SINGLE') in ('n1', 'n2')          # a 1-rank task there too
+    assert json_line(out, 'TOO-MANY-RANKS') == (
+        "function task 'allreduce' asks for 4 ranks, but worker 0 of RAPTOR master 0 is an "
+        "MPIWorker of 3 ranks: every worker in raptor_config must be an MPIWorker of at least "
+        "4 ranks (RADICAL-Pilot hands a task to any worker)")
 
 
 # ------------------------------------------ c. RAPTOR workers on every node

@@ -212,3 +212,23 @@ def test_tasks_in_a_named_env_keep_their_node_name():
     assert step.stdout.strip() == 'n7'
     outside = subprocess.run(['/bin/sh', '-c', script], capture_output=True, text=True, env=env)
     assert outside.stdout.strip() == 'n1'                             # not in a SLURM step
+
+
+@pytest.mark.parametrize('workers, ranks, message', [
+    ([{'ranks': 2}], 2, r"worker 0 of RAPTOR master 0 is a DefaultWorker \(it runs a function "
+                        r"on one process\)"),
+    ([{'ranks': 4, 'worker_type': 'MPIWorker'}, {'ranks': 2, 'worker_type': 'MPIWorker'}], 3,
+     r"worker 1 of RAPTOR master 0 is an MPIWorker of 2 ranks"),
+])
+def test_mpi_function_tasks_need_mpiworkers_of_enough_ranks(workers, ranks, message):
+    from radical.asyncflow.backends.execution.radical_pilot.raptor import check_mpi_function
+    masters = parse_raptor_config({'masters': [{'workers': workers}]})
+    with pytest.raises(ValueError, match=f"^function task 'f' asks for {ranks} ranks, but "
+                                         f"{message}: every worker in raptor_config must be an "
+                                         f"MPIWorker of at least {ranks} ranks") as info:
+        check_mpi_function(masters, 'f', ranks)
+    assert '\n' not in str(info.value)
+    check_mpi_function(masters, 'f', 1)                     # one rank: any worker
+    check_mpi_function(parse_raptor_config({'masters': [{'workers': [
+        {'ranks': ranks, 'worker_type': 'MPIWorker'}, {'ranks': 1, 'raptor_file': '/w.py',
+                                                       'worker_type': 'Mine'}]}]}), 'f', ranks)

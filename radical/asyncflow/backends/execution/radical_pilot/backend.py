@@ -59,7 +59,8 @@ from ..spec import Reporter, TaskSpec, spec_from_dict
 from .describe import TaskKind, describe_task, valid_keys
 from .outcome import command_result, failure, function_outcome
 from .payload import Links, raptor_function, write_payload
-from .raptor import Raptor, parse_raptor_config, submit_master, worker_descriptions
+from .raptor import (Raptor, check_mpi_function, parse_raptor_config, submit_master,
+                     worker_descriptions)
 from .session import (close_session, pilot_description, pilot_diagnostics, prepare_environment,
                       stop_tasks)
 from .staging import capture_stdio, export_from_sandbox, fetch, task_inputs
@@ -303,6 +304,8 @@ class RadicalExecutionBackend(ExecutionBackend):
         """The record and the RP TaskDescription of one attempt of an engine task."""
         rp_uid = self._tasks.new_rp_uid(task, known_task_uids(self.tmgr))
         options = dict(task.options)
+        if task.function is not None and self._raptors:
+            check_mpi_function(self._masters_spec, task.name, int(options.get('ranks') or 1))
         links, staging = task_inputs(self._rp, self._tasks, self.pilot_sandbox or '', task)
         if staging or options.get('input_staging'):
             folder = os.path.join(self._payload_dir, 'inputs', rp_uid)

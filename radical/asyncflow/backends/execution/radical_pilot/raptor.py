@@ -91,6 +91,30 @@ def parse_raptor_config(config: Optional[Dict[str, Any]]) -> Tuple[MasterSpec, .
     return tuple(specs)
 
 
+def check_mpi_function(masters: Tuple[MasterSpec, ...], name: str, ranks: int) -> None:
+    """ValueError if RAPTOR cannot run function task ``name`` on ``ranks`` ranks.
+
+    RP 1.103 hands a function task to any worker of any master; only an
+    MPIWorker with enough ranks runs it on several ranks (a DefaultWorker runs
+    it once, without a communicator; a smaller MPIWorker fails it).  Workers of
+    other classes (``raptor_file``) are not judged.
+    """
+    if ranks <= 1:
+        return
+    for i, master in enumerate(masters):
+        for j, worker in enumerate(master.workers):
+            if worker.raptor_class == 'DefaultWorker':
+                what = 'a DefaultWorker (it runs a function on one process)'
+            elif worker.raptor_class == 'MPIWorker' and worker.ranks < ranks:
+                what = f'an MPIWorker of {worker.ranks} ranks'
+            else:
+                continue
+            raise ValueError(f"function task '{name}' asks for {ranks} ranks, but worker {j} "
+                             f"of RAPTOR master {i} is {what}: every worker in raptor_config "
+                             f"must be an MPIWorker of at least {ranks} ranks (RADICAL-Pilot "
+                             f"hands a task to any worker)")
+
+
 def submit_master(rp: Any, ru: Any, tmgr: Any, session_uid: str, spec: MasterSpec,
                   valid_keys: KeyFilter) -> Any:
     """Submit the master of ``spec``; return its RP task."""
