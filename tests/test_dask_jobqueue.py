@@ -7,8 +7,6 @@ import pytest
 
 from radical.asyncflow.backends.execution import _dask_jobqueue as jobqueue
 
-pytest.importorskip('distributed')
-
 SLURM = {'cluster': 'slurm', 'jobs': 2, 'cores': 2, 'memory': '1GB', 'walltime': '00:10:00'}
 
 
@@ -74,12 +72,14 @@ def test_cores_and_memory_are_required(missing):
 
 
 def test_the_backend_checks_the_resources_when_constructed():
+    pytest.importorskip('distributed')
     from radical.asyncflow import DaskExecutionBackend
     with pytest.raises(ValueError, match=r"^DaskExecutionBackend: unknown key 'gpus'"):
         DaskExecutionBackend({**SLURM, 'gpus': 1})
 
 
 def test_without_dask_jobqueue_the_backend_names_the_extra(monkeypatch):
+    pytest.importorskip('distributed')
     import builtins
 
     from radical.asyncflow import DaskExecutionBackend
