@@ -9,5 +9,5 @@ if [ -f tests/setup_system.sh ]; then
 fi
 [ -x .venv/bin/python ] || python3 -m venv .venv
 .venv/bin/python -m pip install -q --upgrade pip
-.venv/bin/python -m pip install -q -e '.[test,dask,mpi]'
+.venv/bin/python -m pip install -q -e '.[test,dask,mpi,jobqueue]'
 exec .venv/bin/python -m pytest -p no:cacheprovider "$@"

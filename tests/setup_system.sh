@@ -3,15 +3,20 @@
 # and quiet; needs root or sudo.
 #  - OpenMPI: mpiexec for the RADICAL-Pilot MPI tests, mpicc/headers to build
 #    mpi4py (the 'mpi' pip extra).
-#  - SLURM + munge for the one-node test cluster of tests/slurm_cluster.py
+#  - SLURM + munge for the test clusters of tests/slurm_cluster.py
 #    (slurmctld, slurmd, the clients, munged) and slurm-wlm-torque (qsub on
-#    top of SLURM, for the PBS test).  Only installed: the test fixture starts
+#    top of SLURM, for the PBS tests).  Only installed: the test fixture starts
 #    and stops the daemons itself (none is enabled or started here).
+#  - PMIx (libpmix2): SLURM's mpi/pmix plugin loads it; the multi-node cluster
+#    runs MPI tasks with MpiDefault=pmix.  (OpenMPI depends on it too.)
 set -euo pipefail
 
 mpi=()
 if ! command -v mpiexec >/dev/null 2>&1 || ! command -v mpicc >/dev/null 2>&1; then
     mpi=(openmpi-bin libopenmpi-dev)
+fi
+if ! compgen -G '/usr/lib/*/libpmix.so.2' >/dev/null && ! [ -e /usr/lib/libpmix.so.2 ]; then
+    mpi+=(libpmix2)
 fi
 slurm=()
 for tool in slurmctld slurmd sbatch srun scancel munged qsub; do

@@ -1,17 +1,29 @@
-"""A real one-node SLURM cluster for the tests, started from Debian's slurm-wlm.
+"""A real SLURM cluster for the tests, started from Debian's slurm-wlm.
 
 :class:`SlurmCluster` writes a private configuration into a directory
 (munge key, ``slurm.conf`` with ``select/cons_tres`` and
 ``proctrack/linuxproc``, state and spool directories), starts ``munged``,
-``slurmctld`` and ``slurmd`` as foreground daemons it owns, and stops them
-by PID.  Nothing outside that directory is touched: clients find the
-cluster through ``SLURM_CONF`` (:attr:`SlurmCluster.env`), munge through
+``slurmctld`` and one ``slurmd`` per node as foreground daemons it owns, and
+stops them by PID.  Nothing outside that directory is touched: clients find
+the cluster through ``SLURM_CONF`` (:attr:`SlurmCluster.env`), munge through
 the private socket named in ``slurm.conf``.
 
-The module-scoped pytest fixture ``slurm_cluster`` starts one cluster per
-test module.  In CI (``CI=true``) a cluster that cannot start fails the
-tests; elsewhere they are skipped with the reason (not root, packages
-missing: ``bash tests/setup_system.sh`` installs them).
+One node (the default) is this host under its own name, with all its CPUs.
+Several nodes (``SlurmCluster(base, nodes=4)``) are emulated on this one
+host: nodes ``n1`` ... ``nN`` of :data:`MULTI_NODE_CPUS` CPUs each, one
+``slurmd -N nK`` per node on a port of its own, each with its own spool,
+pid, log and TmpFS directory (``%n`` in ``slurm.conf``).  Every node has the
+same ``hostname``; a job step knows its node from ``SLURMD_NODENAME``.  For
+MPI across them ``MpiDefault=pmix`` (RADICAL-Pilot's ``srun`` passes no
+``--mpi``) and ``OMPI_MCA_btl=self,tcp`` in the clients' (so the jobs')
+environment: OpenMPI's shared-memory transport crashes between "nodes" of
+one host.
+
+The module-scoped pytest fixtures ``slurm_cluster`` (one node) and
+``slurm_cluster_4`` (four nodes) start one cluster per test module.  In CI
+(``CI=true``) a cluster that cannot start fails the tests; elsewhere they
+are skipped with the reason (not root, packages missing: ``bash
+tests/setup_system.sh`` installs them).
 """
 
 from __future__ import annotations
@@ -31,6 +43,13 @@ import pytest
 #: What the cluster needs on the PATH (Debian: slurmctld slurmd slurm-client munge).
 DAEMONS = ('munged', 'slurmctld', 'slurmd')
 CLIENTS = ('sbatch', 'srun', 'squeue', 'scontrol', 'scancel', 'sinfo')
+#: CPUs of each emulated node of a multi-node cluster.
+MULTI_NODE_CPUS = 2
+#: MB of memory each emulated node declares.
+MULTI_NODE_MEMORY = 2048
+#: Environment of multi-node jobs: OpenMPI's shared-memory transport between
+#: emulated nodes of one host crashes, TCP works.
+MULTI_NODE_JOB_ENV = {'OMPI_MCA_btl': 'self,tcp'}
 #: Seconds the daemons may take to start, and a node to become idle.
 STARTUP_TIMEOUT = 60
 #: Seconds each daemon gets to exit after SIGTERM before SIGKILL.
@@ -79,13 +98,22 @@ class Job:
 
 
 class SlurmCluster:
-    """``munged`` + ``slurmctld`` + ``slurmd`` for one node, configured in ``base``."""
+    """``munged`` + ``slurmctld`` + a ``slurmd`` per node, configured in ``base``."""
 
-    def __init__(self, base: str, partition: str = 'debug') -> None:
+    def __init__(self, base: str, partition: str = 'debug', nodes: int = 1) -> None:
+        if nodes < 1:
+            raise ValueError(f'a cluster needs at least one node, not {nodes}')
         self.base = os.path.abspath(base)
         self.partition = partition
-        self.node = socket.gethostname().split('.')[0]
-        self.cpus = os.cpu_count() or 1
+        self.host = socket.gethostname().split('.')[0]
+        if nodes == 1:          # this host, all its CPUs
+            self.nodes = [self.host]
+            self.cpus = os.cpu_count() or 1
+        else:                   # emulated nodes n1..nN on this host
+            self.nodes = [f'n{i}' for i in range(1, nodes + 1)]
+            self.cpus = MULTI_NODE_CPUS
+        #: The first node (the only one of a one-node cluster).
+        self.node = self.nodes[0]
         self.conf = os.path.join(self.base, 'slurm.conf')
         self.munge_socket = os.path.join(self.base, 'munge', 'munge.socket')
         self.procs: Dict[str, subprocess.Popen] = {}
@@ -101,7 +129,12 @@ class SlurmCluster:
         for sbin in ('/usr/sbin', '/sbin'):
             if sbin not in path.split(os.pathsep):
                 path += os.pathsep + sbin
-        return {**os.environ, 'SLURM_CONF': self.conf, 'PATH': path}
+        extra = MULTI_NODE_JOB_ENV if len(self.nodes) > 1 else {}
+        return {**os.environ, **extra, 'SLURM_CONF': self.conf, 'PATH': path}
+
+    @property
+    def multi_node(self) -> bool:
+        return len(self.nodes) > 1
 
     def _write_config(self) -> None:
         for sub in ('munge', 'state', 'spool', 'log'):
@@ -113,23 +146,43 @@ class SlurmCluster:
         os.chmod(key, 0o400)
         # Jobs (as root) must reach the munge socket: its directory is ours.
         os.chmod(os.path.join(self.base, 'munge'), 0o755)
-        memory = max(256, psutil.virtual_memory().total // 2**20 // 2)
+        if self.multi_node:
+            # %n: the node's name, so that each slurmd has directories of its own
+            # (a shared TmpFS makes the PMIx servers of two nodes clash)
+            spool, pid, log = (f'{self.base}/spool/%n', f'{self.base}/slurmd.%n.pid',
+                               f'{self.base}/log/slurmd.%n.log')
+            node_lines = [f'NodeName={name} NodeHostname={self.host} NodeAddr=127.0.0.1 '
+                          f'Port={_free_port()} CPUs={self.cpus} '
+                          f'RealMemory={MULTI_NODE_MEMORY} State=UNKNOWN'
+                          for name in self.nodes]
+            extra = [f'SlurmdPort={_free_port()}', f'TmpFS={self.base}/tmp/%n',
+                     'MpiDefault=pmix']
+            for name in self.nodes:
+                for sub in ('tmp', 'spool'):
+                    os.makedirs(os.path.join(self.base, sub, name), exist_ok=True)
+        else:
+            memory = max(256, psutil.virtual_memory().total // 2**20 // 2)
+            spool, pid, log = (f'{self.base}/spool', f'{self.base}/slurmd.pid',
+                               f'{self.base}/log/slurmd.log')
+            node_lines = [f'NodeName={self.node} NodeAddr=127.0.0.1 CPUs={self.cpus} '
+                          f'RealMemory={memory} State=UNKNOWN']
+            extra = [f'SlurmdPort={_free_port()}', 'MpiDefault=none']
         lines = [
             'ClusterName=asyncflowtest',
-            f'SlurmctldHost={self.node}(127.0.0.1)',
+            f'SlurmctldHost={self.host}(127.0.0.1)',
             f'SlurmctldPort={_free_port()}',
-            f'SlurmdPort={_free_port()}',
+            *extra,
             'SlurmUser=root',
             'SlurmdUser=root',
             'AuthType=auth/munge',
             'CredType=cred/munge',
             f'AuthInfo=socket={self.munge_socket}',
             f'StateSaveLocation={self.base}/state',
-            f'SlurmdSpoolDir={self.base}/spool',
+            f'SlurmdSpoolDir={spool}',
             f'SlurmctldPidFile={self.base}/slurmctld.pid',
-            f'SlurmdPidFile={self.base}/slurmd.pid',
+            f'SlurmdPidFile={pid}',
             f'SlurmctldLogFile={self.base}/log/slurmctld.log',
-            f'SlurmdLogFile={self.base}/log/slurmd.log',
+            f'SlurmdLogFile={log}',
             'SlurmctldDebug=info',
             'SlurmdDebug=info',
             'ProctrackType=proctrack/linuxproc',
@@ -140,7 +193,6 @@ class SlurmCluster:
             'SelectType=select/cons_tres',
             'SelectTypeParameters=CR_Core',
             'SchedulerType=sched/backfill',
-            'MpiDefault=none',
             'ReturnToService=2',
             'SlurmctldTimeout=30',
             'SlurmdTimeout=30',
@@ -149,9 +201,8 @@ class SlurmCluster:
             'KillWait=5',
             'Waittime=0',
             'SchedulerParameters=sched_interval=1',
-            f'NodeName={self.node} NodeAddr=127.0.0.1 CPUs={self.cpus} '
-            f'RealMemory={memory} State=UNKNOWN',
-            f'PartitionName={self.partition} Nodes={self.node} Default=YES '
+            *node_lines,
+            f'PartitionName={self.partition} Nodes={",".join(self.nodes)} Default=YES '
             f'MaxTime=INFINITE State=UP',
         ]
         with open(self.conf, 'w') as handle:
@@ -182,8 +233,10 @@ class SlurmCluster:
         self._wait_for(lambda: os.path.exists(self.munge_socket), 'the munge socket')
         self._spawn('slurmctld', [shutil.which('slurmctld'), '-D', '-i', '-f', self.conf])
         self._wait_for(lambda: self._ok(['scontrol', 'ping']), 'slurmctld')
-        self._spawn('slurmd', [shutil.which('slurmd'), '-D', '-f', self.conf, '-N', self.node])
-        self._wait_for(self._node_idle, f'node {self.node} to be idle')
+        for name in self.nodes:
+            self._spawn(self._slurmd(name), [shutil.which('slurmd'), '-D', '-f', self.conf,
+                                             '-N', name])
+        self._wait_for(self._nodes_idle, f'node(s) {",".join(self.nodes)} to be idle')
         self.startup_seconds = time.monotonic() - started
         return self
 
@@ -194,9 +247,19 @@ class SlurmCluster:
         except subprocess.TimeoutExpired:
             return False
 
-    def _node_idle(self) -> bool:
-        out = self.run(['sinfo', '-h', '-N', '-o', '%T'], check=False)
-        return out.strip().rstrip('*') == 'idle'
+    def _slurmd(self, node: str) -> str:
+        """The name of ``node``'s slurmd in :attr:`procs` (and of its output file)."""
+        return 'slurmd' if not self.multi_node else f'slurmd.{node}'
+
+    def node_states(self) -> Dict[str, str]:
+        """``{node: state}`` as ``sinfo`` says (a trailing ``*``: not responding)."""
+        out = self.run(['sinfo', '-h', '-N', '-o', '%N %T'], check=False)
+        return dict(line.split(None, 1) for line in out.splitlines() if ' ' in line.strip())
+
+    def _nodes_idle(self) -> bool:
+        states = self.node_states()
+        return sorted(states) == sorted(self.nodes) and \
+            all(state.strip() == 'idle' for state in states.values())
 
     def _wait_for(self, condition, what: str, timeout: float = STARTUP_TIMEOUT) -> None:
         deadline = time.monotonic() + timeout
@@ -219,7 +282,7 @@ class SlurmCluster:
             except (TimeoutError, RuntimeError):
                 pass
         stepds = self._stepd_pids()
-        for name in ('slurmd', 'slurmctld', 'munged'):
+        for name in [*(self._slurmd(n) for n in reversed(self.nodes)), 'slurmctld', 'munged']:
             proc = self.procs.get(name)
             if proc is None or proc.poll() is not None:
                 continue
@@ -241,8 +304,7 @@ class SlurmCluster:
     def _stepd_pids(self) -> List[int]:
         """slurmstepd processes using our configuration (started by our slurmd)."""
         pids = []
-        slurmd = self.procs.get('slurmd')
-        if slurmd is None:
+        if not any(self._slurmd(n) in self.procs for n in self.nodes):
             return pids
         spool = os.path.join(self.base, 'spool')
         for proc in psutil.process_iter(['name', 'open_files']):
@@ -258,7 +320,8 @@ class SlurmCluster:
 
     def logs(self, tail: int = 40) -> str:
         text = []
-        for name in ('munged.out', 'slurmctld.log', 'slurmd.log', 'slurmd.out', 'slurmctld.out'):
+        slurmd = [f'{self._slurmd(n)}.{ext}' for n in self.nodes for ext in ('log', 'out')]
+        for name in ('munged.out', 'slurmctld.log', *slurmd, 'slurmctld.out'):
             path = os.path.join(self.base, 'log', name)
             if os.path.exists(path):
                 with open(path, errors='replace') as handle:
@@ -297,15 +360,14 @@ class SlurmCluster:
             time.sleep(0.5)
 
 
-@pytest.fixture(scope='module')
-def slurm_cluster(tmp_path_factory):
-    """A running one-node SLURM cluster (module scope), stopped afterwards."""
+def running_cluster(tmp_path_factory, nodes: int = 1):
+    """Generator for a fixture: a started cluster of ``nodes`` nodes, stopped afterwards."""
     reason = unavailable_reason()
     if reason:
         if in_ci():
             pytest.fail(f'CI must run the SLURM tests: {reason}')
         pytest.skip(reason)
-    cluster = SlurmCluster(str(tmp_path_factory.mktemp('slurm')))
+    cluster = SlurmCluster(str(tmp_path_factory.mktemp(f'slurm{nodes}')), nodes=nodes)
     try:
         cluster.start()
     except BaseException:
@@ -315,3 +377,15 @@ def slurm_cluster(tmp_path_factory):
         yield cluster
     finally:
         cluster.stop()
+
+
+@pytest.fixture(scope='module')
+def slurm_cluster(tmp_path_factory):
+    """A running one-node SLURM cluster (module scope), stopped afterwards."""
+    yield from running_cluster(tmp_path_factory, nodes=1)
+
+
+@pytest.fixture(scope='module')
+def slurm_cluster_4(tmp_path_factory):
+    """A running four-node SLURM cluster n1..n4 on this host (module scope)."""
+    yield from running_cluster(tmp_path_factory, nodes=4)

@@ -158,6 +158,34 @@ def test_pbs_gpus_from_cuda_visible_devices(tmp_path):
     assert alloc.gpus == 2
 
 
+def test_multi_node_torque_allocation_from_a_four_entry_nodefile(tmp_path):
+    # one line per slot, the nodes' lines interleaved (as mpiprocs placement writes them)
+    nodefile = write_nodefile(tmp_path, ['n1', 'n2', 'n1', 'n2'])
+    env = {'PBS_JOBID': '12.pbs', 'PBS_NODEFILE': nodefile}
+    alloc = detect_allocation(env)
+    assert [(n.name, n.cores) for n in alloc.nodes] == [('n1', 2), ('n2', 2)]
+    assert alloc.pilot_resources()['resource'] == 'asyncflow.pbs'
+    assert alloc.pilot_resources()['cores'] == 4
+    # RADICAL-Pilot counts a node's lines: this file already says 2 cores each
+    assert alloc.pilot_environment(str(tmp_path), env) == {}
+    assert alloc.describe() == 'PBS job 12.pbs: 2 node(s) n1,n2, 4 cores'
+
+
+def test_multi_node_pbs_pro_allocation_from_a_four_entry_nodefile(tmp_path):
+    # one line per node, NCPUS cores each: the pilot gets a file with a line per core
+    nodefile = write_nodefile(tmp_path, ['x1', 'x2', 'x3', 'x4'])
+    env = {'PBS_JOBID': '13.pbs', 'PBS_NODEFILE': nodefile, 'NCPUS': '2'}
+    alloc = detect_allocation(env)
+    assert alloc.node_names == ['x1', 'x2', 'x3', 'x4']
+    assert alloc.cores_per_node == 2 and alloc.cores == 8
+    assert alloc.pilot_resources()['cores'] == 8
+    extra = alloc.pilot_environment(str(tmp_path), env)
+    with open(extra['PBS_NODEFILE']) as handle:
+        lines = handle.read().split()
+    assert lines == ['x1', 'x1', 'x2', 'x2', 'x3', 'x3', 'x4', 'x4']
+    assert read_pbs_nodefile('\n'.join(lines)) == [('x1', 2), ('x2', 2), ('x3', 2), ('x4', 2)]
+
+
 def test_read_pbs_nodefile_keeps_first_seen_order():
     assert read_pbs_nodefile('b\na\nb\n\n# comment\na\nc\n') == [('b', 2), ('a', 2), ('c', 1)]
 

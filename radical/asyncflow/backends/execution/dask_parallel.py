@@ -4,7 +4,9 @@
 ``resources`` (``n_workers``, ``threads_per_worker``, ``processes``,
 ``memory_limit``...), or connects to a running scheduler given as
 ``{'scheduler_address': 'tcp://host:port'}`` (or ``scheduler_file``) and
-leaves that cluster running on shutdown.
+leaves that cluster running on shutdown, or (``{'cluster': 'slurm', 'jobs':
+2, 'cores': 4, 'memory': '8GB', ...}``, see :mod:`._dask_jobqueue`) starts
+its workers as batch jobs through dask-jobqueue and cancels them on shutdown.
 
 Each task becomes one Dask task.  Function tasks run in a worker thread
 (coroutine functions on a fresh event loop there); executable tasks run
@@ -35,6 +37,7 @@ from typing import Any, Callable, Dict, List, NamedTuple, Optional, Sequence, Tu
 
 from ...constants import StateMapper
 from ...errors import BackendError, MissingDependencyError
+from . import _dask_jobqueue as jobqueue
 from ._command import COMMAND_OPTIONS, CommandSpec, command_failure, run_command_sync
 from ._functions import call_function
 from .base import ExecutionBackend, Session
@@ -78,6 +81,9 @@ class DaskExecutionBackend(ExecutionBackend):
         if not isinstance(resources, dict):
             raise TypeError(f'DaskExecutionBackend needs a dict of resources, '
                             f'not {type(resources).__name__}')
+        self._jobqueue = jobqueue.parse_jobqueue(resources)
+        if self._jobqueue is not None:
+            jobqueue.import_jobqueue()          # missing: an ImportError naming the extra
         self._name = name
         self._dd = distributed
         self.resources = dict(resources)
@@ -104,8 +110,12 @@ class DaskExecutionBackend(ExecutionBackend):
         opts = dict(self.resources)
         address = opts.pop('scheduler_address', None)
         scheduler_file = opts.pop('scheduler_file', None)
+        opts.pop('cluster', None)
         try:
-            if self._owns_cluster:
+            if self._jobqueue is not None:
+                self.cluster = await jobqueue.start_cluster(self._jobqueue)
+                self.client = dd.Client(self.cluster, asynchronous=True, set_as_default=False)
+            elif self._owns_cluster:
                 opts.setdefault('dashboard_address', ':0')     # any free port, not 8787
                 self.cluster = dd.LocalCluster(asynchronous=True, **opts)
                 await self.cluster
@@ -114,10 +124,20 @@ class DaskExecutionBackend(ExecutionBackend):
                 self.client = dd.Client(address, scheduler_file=scheduler_file,
                                         asynchronous=True, set_as_default=False, **opts)
             await self.client
-        except Exception as exc:
-            await self._close_client_and_cluster()
-            where = (f'a LocalCluster with {opts}' if self._owns_cluster else
-                     f'the Dask scheduler at {address or scheduler_file}')
+            if self._jobqueue is not None:
+                await jobqueue.wait_for_workers(self.client, self.cluster, self._jobqueue)
+        except BaseException as exc:
+            # batch jobs are cancelled whatever stopped the start (also a signal)
+            await asyncio.shield(self._close_client_and_cluster())
+            if isinstance(exc, BackendError) or not isinstance(exc, Exception):
+                raise
+            if self._jobqueue is not None:
+                where = (f'a {self._jobqueue.batch_system} cluster of {self._jobqueue.jobs} '
+                         f'worker job(s)')
+            elif self._owns_cluster:
+                where = f'a LocalCluster with {opts}'
+            else:
+                where = f'the Dask scheduler at {address or scheduler_file}'
             raise BackendError(f'DaskExecutionBackend could not start or reach {where}: '
                                f'{type(exc).__name__}: {exc}') from exc
         self._completed = dd.as_completed(loop=self.client.loop)

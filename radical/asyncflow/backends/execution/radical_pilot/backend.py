@@ -59,7 +59,8 @@ from ..spec import Reporter, TaskSpec, spec_from_dict
 from .describe import TaskKind, describe_task, valid_keys
 from .outcome import command_result, failure, function_outcome
 from .payload import raptor_function, write_payload
-from .raptor import Raptor, parse_raptor_config, submit_master, worker_descriptions
+from .raptor import (Raptor, check_mpi_function, parse_raptor_config, submit_master,
+                     worker_descriptions)
 from .session import (close_session, pilot_description, pilot_diagnostics, prepare_environment,
                       stop_tasks)
 from .staging import capture_stdio, export_from_sandbox, fetch, task_inputs
@@ -256,6 +257,13 @@ class RadicalExecutionBackend(ExecutionBackend):
         except Exception:
             return int((self.pilot.description.get(what) if self.pilot else 0) or 0)
 
+    @property
+    def tasks_per_node(self) -> Dict[str, int]:
+        """``{node: tasks}``: where this backend's tasks ran, from RP's slots (a
+        task on several nodes counts on each; RAPTOR function tasks are not
+        counted: RP does not say which worker ran them)."""
+        return self._tasks.tasks_per_node()
+
     def get_task_states_map(self) -> StateMapper:
         return self._states
 
@@ -296,6 +304,8 @@ class RadicalExecutionBackend(ExecutionBackend):
         """The record and the RP TaskDescription of one attempt of an engine task."""
         rp_uid = self._tasks.new_rp_uid(task, known_task_uids(self.tmgr))
         options = dict(task.options)
+        if task.function is not None and self._raptors:
+            check_mpi_function(self._masters_spec, task.name, int(options.get('ranks') or 1))
         links, staging = task_inputs(self._rp, self._tasks, self.pilot_sandbox or '', task)
         if staging or options.get('input_staging'):
             folder = os.path.join(self._payload_dir, 'inputs', rp_uid)
@@ -364,14 +374,24 @@ class RadicalExecutionBackend(ExecutionBackend):
                 if self._tasks.running(sub, task_nodes(rp_task)) and \
                         sub.kind is TaskKind.SERVICE:
                     self._watch_service(sub, rp_task)
-            elif state == states.DONE:
+                return
+            # RP 1.103 sends a task's slots only when the task comes back from
+            # the agent (TMGR_STAGING_OUTPUT_PENDING or final), not with
+            # AGENT_EXECUTING: its nodes are known then
+            self._tasks.placed(sub, task_nodes(rp_task))
+            if state == states.DONE:
                 self._on_done(sub, rp_task)
             elif state == states.FAILED:
                 self._on_failed(sub, rp_task)
             elif state == states.CANCELED:
                 self._tasks.finish(sub, lambda: sub.reporter.cancelled(sub.spec))
-        except Exception:               # never let an error kill RP's callback thread
+        except Exception as exc:        # never let an error kill RP's callback thread
             log.exception('handling state %s of %s failed', state, getattr(rp_task, 'uid', '?'))
+            sub = self._tasks.get(getattr(rp_task, 'uid', None))
+            if sub is not None and state in self._rp.FINAL:     # never leave it hanging
+                error = BackendError(f"task '{sub.spec.name}' ({sub.spec.uid}): its RP state "
+                                     f"{state} could not be read: {type(exc).__name__}: {exc}")
+                self._tasks.finish(sub, lambda: sub.reporter.failed(sub.spec, error))
 
     def _on_done(self, sub: Submitted, rp_task: Any) -> None:
         if sub.phase is Phase.FINAL:

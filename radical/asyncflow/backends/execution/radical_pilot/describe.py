@@ -91,6 +91,7 @@ def describe_task(rp: Any, uid: str, task: TaskSpec, options: Dict[str, Any], li
         td.pre_exec = [link_inputs_command(links), *(td.pre_exec or [])]
     td.metadata['asyncflow_kind'] = kind.value
     allow_mpi_as_root(td)
+    keep_node_name(td)
     return td
 
 
@@ -118,6 +119,22 @@ def allow_mpi_as_root(td: Any) -> None:
         allow = 'export OMPI_ALLOW_RUN_AS_ROOT=1 OMPI_ALLOW_RUN_AS_ROOT_CONFIRM=1'
         if allow not in (td.pre_launch or []):
             td.pre_launch = [allow, *(td.pre_launch or [])]
+
+
+#: Sets SLURMD_NODENAME from the job step's own SLURM_TOPOLOGY_ADDR (its last part).
+_NODE_NAME = 'test -z "$SLURM_TOPOLOGY_ADDR" || export SLURMD_NODENAME="${SLURM_TOPOLOGY_ADDR##*.}"'
+
+
+def keep_node_name(td: Any) -> None:
+    """A task in a named environment (RAPTOR masters and workers are in RP's
+    ``rp`` one) keeps the name of the node it runs on in ``SLURMD_NODENAME``.
+
+    RP's named environments export the agent's environment, with the agent
+    node's ``SLURMD_NODENAME``, over the task's own (RP 1.103 keeps only
+    ``SLURM_*`` out); ``SLURM_TOPOLOGY_ADDR`` is left alone and names the node.
+    """
+    if td.named_env and _NODE_NAME not in (td.pre_exec or []):
+        td.pre_exec = [_NODE_NAME, *(td.pre_exec or [])]
 
 
 #: Characters RP's double-quoting of arguments would let the shell interpret.

@@ -7,7 +7,6 @@ turns a FAILED RP task into the exception the engine reports.
 
 from __future__ import annotations
 
-import base64
 import os
 from typing import Any, Optional, Tuple
 
@@ -15,11 +14,18 @@ from ....errors import BackendError, TaskExecutionError
 from .._command import STDERR_TAIL, command_failure, read_tail
 from ..spec import CommandResult, TaskSpec
 from .describe import TaskKind
-from .payload import load_outcome
+from .payload import load_outcome, raptor_outcome
 
 #: RP keeps only the last 1024 characters of stdout/stderr in the task.
 _RP_TAIL_MARK = '[... CONTENT SHORTENED ...]'
 _RP_TAIL_LENGTH = 1024
+
+
+def text(value: Any) -> str:
+    """RP's stdout/stderr of a task: a string, or (MPIWorker) one per rank."""
+    if isinstance(value, (list, tuple)):
+        return '\n'.join(str(v) for v in value if v)
+    return value or ''
 
 
 def command_result(rp_task: Any, sandbox: str) -> CommandResult:
@@ -55,13 +61,13 @@ def function_outcome(kind: TaskKind, task: TaskSpec, rp_task: Any,
     name = task.name
     try:
         if kind is TaskKind.RAPTOR_FUNCTION:
-            blob = base64.b64decode(rp_task.return_value or '')
+            blob = raptor_outcome(rp_task.return_value)
         else:
             with open(result_file, 'rb') as f:
                 blob = f.read()
         return load_outcome(blob, task)
     except Exception as exc:
-        stderr = (rp_task.stderr or '').strip()
+        stderr = text(rp_task.stderr).strip()
         error = BackendError(
             f"function task '{name}' ({task.uid}) left no result: "
             f"{type(exc).__name__}: {exc}"
@@ -88,7 +94,7 @@ def failure(kind: TaskKind, task: TaskSpec, rp_task: Any, sandbox: str) -> BaseE
     detail = rp_task.exception or ''
     if rp_task.exception_detail:
         detail += f'\n{rp_task.exception_detail}'
-    stderr = (rp_task.stderr or '').strip()
+    stderr = text(rp_task.stderr).strip()
     what = 'function' if kind in (TaskKind.FUNCTION, TaskKind.RAPTOR_FUNCTION) \
         else 'task'
     message = (f"{what} '{name}' ({task.uid}) failed in RADICAL-Pilot"

@@ -65,9 +65,33 @@ def write_payload(rp: Any, payload_dir: str, task: TaskSpec, links: Links, rp_ui
 
 
 def raptor_function(rp: Any, task: TaskSpec, links: Links) -> Any:
-    """The ``td.function`` of a RAPTOR function task: its call, for :func:`_raptor_entry`."""
+    """The ``td.function`` of a RAPTOR function task: its call, for :func:`_raptor_entry`.
+
+    ``comm=None``: where RP's MPIWorker runs the task on several ranks it puts
+    the task's communicator there.
+    """
     blob = base64.b64encode(function_payload(task, links)).decode()
-    return rp.PythonTask(_raptor_entry, (blob,), {})
+    return rp.PythonTask(_raptor_entry, (blob,), {'comm': None})
+
+
+def raptor_outcome(return_value: Any) -> bytes:
+    """The pickled outcome in a RAPTOR task's return value.
+
+    A DefaultWorker returns one ``RANK:BASE64`` string; RP's MPIWorker a
+    list of them, one per rank in the order they finished: the outcome is
+    the first failed rank's, else rank 0's.
+    """
+    import dill
+    entries = return_value if isinstance(return_value, list) else [return_value]
+    outcomes = []
+    for entry in entries:
+        rank, _, blob = str(entry or '').rpartition(':')
+        outcomes.append((int(rank or 0), base64.b64decode(blob)))
+    outcomes.sort()
+    for _, blob in outcomes:
+        if dill.loads(blob)[0] != 'ok':
+            return blob
+    return outcomes[0][1]
 
 
 def load_outcome(blob: bytes, task: TaskSpec) -> Tuple[bool, Any]:
@@ -106,12 +130,16 @@ def run_payload_file(call_path: str, result_path: str) -> int:
     return 0
 
 
-async def _raptor_entry(blob: str) -> str:
-    """The function RAPTOR workers call (inside their own event loop)."""
-    return base64.b64encode(await _run_payload(base64.b64decode(blob))).decode()
+async def _raptor_entry(blob: str, comm: Any = None) -> str:
+    """The function RAPTOR workers call (inside their own event loop): the
+    outcome as ``RANK:BASE64``.  ``comm`` is the task's MPI communicator on an
+    MPIWorker (ranks > 1)."""
+    rank = comm.rank if comm is not None else 0
+    outcome = await _run_payload(base64.b64decode(blob), comm)
+    return f'{rank}:{base64.b64encode(outcome).decode()}'
 
 
-async def _run_payload(payload: bytes) -> bytes:
+async def _run_payload(payload: bytes, comm: Any = None) -> bytes:
     import dill
     envelope = pickle.loads(payload)
     for path in envelope.get('sys_path', ()):
@@ -120,6 +148,8 @@ async def _run_payload(payload: bytes) -> bytes:
     try:
         _link_inputs(envelope.get('links', ()))
         func, args, kwargs = dill.loads(envelope['call'])
+        if comm is not None and _takes_comm(func):
+            kwargs = {**kwargs, 'comm': comm}
         value = func(*args, **kwargs)
         if inspect.isawaitable(value):
             value = await value
@@ -135,6 +165,14 @@ async def _run_payload(payload: bytes) -> bytes:
             return dill.dumps(('err', error, ''))
         error = RuntimeError(f'{outcome[1]!r} (not picklable: {exc})')
         return dill.dumps(('err', error, outcome[2]))
+
+
+def _takes_comm(func: Any) -> bool:
+    """Whether ``func`` has a parameter ``comm`` (for an MPI task's communicator)."""
+    try:
+        return 'comm' in inspect.signature(func).parameters
+    except (TypeError, ValueError):
+        return False
 
 
 def _link_inputs(links: Any) -> None:

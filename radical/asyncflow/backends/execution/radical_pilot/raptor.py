@@ -7,10 +7,17 @@ which of them still run (:class:`Raptor`).
 
 from __future__ import annotations
 
+import os
 from dataclasses import dataclass, field
 from typing import Any, Dict, List, Optional, Tuple
 
-from .describe import KeyFilter, allow_mpi_as_root
+from .describe import KeyFilter, allow_mpi_as_root, keep_node_name
+
+
+#: The file of RP's workers with this backend's payload runner imported once
+#: (``raptor_file`` of a worker), and their class for each RP worker class.
+WORKER_FILE = os.path.join(os.path.dirname(os.path.abspath(__file__)), 'raptor_workers.py')
+WARM_WORKERS = {'DefaultWorker': 'AsyncflowDefaultWorker', 'MPIWorker': 'AsyncflowMPIWorker'}
 
 
 @dataclass(frozen=True)
@@ -84,6 +91,30 @@ def parse_raptor_config(config: Optional[Dict[str, Any]]) -> Tuple[MasterSpec, .
     return tuple(specs)
 
 
+def check_mpi_function(masters: Tuple[MasterSpec, ...], name: str, ranks: int) -> None:
+    """ValueError if RAPTOR cannot run function task ``name`` on ``ranks`` ranks.
+
+    RP 1.103 hands a function task to any worker of any master; only an
+    MPIWorker with enough ranks runs it on several ranks (a DefaultWorker runs
+    it once, without a communicator; a smaller MPIWorker fails it).  Workers of
+    other classes (``raptor_file``) are not judged.
+    """
+    if ranks <= 1:
+        return
+    for i, master in enumerate(masters):
+        for j, worker in enumerate(master.workers):
+            if worker.raptor_class == 'DefaultWorker':
+                what = 'a DefaultWorker (it runs a function on one process)'
+            elif worker.raptor_class == 'MPIWorker' and worker.ranks < ranks:
+                what = f'an MPIWorker of {worker.ranks} ranks'
+            else:
+                continue
+            raise ValueError(f"function task '{name}' asks for {ranks} ranks, but worker {j} "
+                             f"of RAPTOR master {i} is {what}: every worker in raptor_config "
+                             f"must be an MPIWorker of at least {ranks} ranks (RADICAL-Pilot "
+                             f"hands a task to any worker)")
+
+
 def submit_master(rp: Any, ru: Any, tmgr: Any, session_uid: str, spec: MasterSpec,
                   valid_keys: KeyFilter) -> Any:
     """Submit the master of ``spec``; return its RP task."""
@@ -91,9 +122,10 @@ def submit_master(rp: Any, ru: Any, tmgr: Any, session_uid: str, spec: MasterSpe
     td = rp.TaskDescription(valid_keys(opts, 'raptor master'))
     td.mode = rp.RAPTOR_MASTER
     td.ranks = td.ranks or 1
+    td.named_env = td.named_env or 'rp'     # what RP would set: said here
+    keep_node_name(td)
     if td.executable and td.arguments:      # a custom master program, as given
         td.uid = ru.generate_id('raptor.%(item_counter)04d', ru.ID_CUSTOM, ns=session_uid)
-        td.named_env = td.named_env or 'rp'
         td.environment['PYTHONUNBUFFERED'] = '1'
         return tmgr.submit_tasks([td])[0]
     return tmgr.submit_raptors([td])[0]
@@ -108,7 +140,13 @@ def worker_descriptions(rp: Any, spec: MasterSpec, master_uid: str,
         wtd.mode = rp.RAPTOR_WORKER
         wtd.ranks = wspec.ranks
         wtd.raptor_class = wspec.raptor_class
+        if wspec.raptor_class in WARM_WORKERS and not wtd.raptor_file:
+            # the same worker, without an import of radical.asyncflow per task
+            wtd.raptor_file = WORKER_FILE
+            wtd.raptor_class = WARM_WORKERS[wspec.raptor_class]
         wtd.raptor_id = master_uid
+        wtd.named_env = wtd.named_env or 'rp'       # what RP would set: said here
         allow_mpi_as_root(wtd)
+        keep_node_name(wtd)
         wtds.append(wtd)
     return wtds

@@ -39,6 +39,7 @@ class Submitted:
     master: Optional[str] = None            # raptor function tasks
     startup_timeout: float = SERVICE_STARTUP_TIMEOUT
     phase: Phase = Phase.SUBMITTED
+    placed: bool = False                    # its nodes were reported
 
 
 class SubmittedTasks:
@@ -49,6 +50,7 @@ class SubmittedTasks:
         self._by_rp_uid: Dict[str, Submitted] = {}
         self._latest: Dict[str, Submitted] = {}         # engine uid -> latest attempt
         self._sandboxes: Dict[str, str] = {}            # engine uid -> sandbox path
+        self._per_node: Dict[str, int] = {}             # node -> attempts placed there
 
     def new_rp_uid(self, spec: TaskSpec, known: Container[str]) -> str:
         """The RP uid for an attempt: the engine uid, ``uid.N`` for attempt N, and a
@@ -84,8 +86,39 @@ class SubmittedTasks:
             if sub.phase is not Phase.SUBMITTED:
                 return False
             sub.phase = Phase.RUNNING
-            sub.reporter.running(sub.spec, where)
+            if where:
+                self._count(sub, where)
+                sub.reporter.running(sub.spec, where)
+            else:               # as reporters written before ``where`` expect
+                sub.reporter.running(sub.spec)
             return True
+
+    def placed(self, sub: Submitted, where: List[str]) -> bool:
+        """The nodes of a RUNNING attempt, learned after it was reported RUNNING
+        without them (RP 1.103 sends a task's slots only when it comes back
+        from the agent): counted here, and reported through the reporter's
+        ``placed(spec, where)`` if it has one (the Reporter protocol has only
+        ``running(spec, where)``, which must come once, at the start).  Once;
+        False (nothing done) if ``where`` is empty, the nodes were counted
+        already or the attempt is not RUNNING."""
+        with self.lock:
+            if not where or sub.placed or sub.phase is not Phase.RUNNING:
+                return False
+            self._count(sub, where)
+            report = getattr(sub.reporter, 'placed', None)
+            if report is not None:
+                report(sub.spec, where)
+            return True
+
+    def _count(self, sub: Submitted, where: List[str]) -> None:
+        sub.placed = True
+        for node in where:
+            self._per_node[node] = self._per_node.get(node, 0) + 1
+
+    def tasks_per_node(self) -> Dict[str, int]:
+        """``{node: attempts that ran there}`` (a task on several nodes counts on each)."""
+        with self.lock:
+            return dict(sorted(self._per_node.items()))
 
     def finish(self, sub: Submitted, report: Callable[[], None]) -> bool:
         """Make ``sub`` FINAL and ``report()`` it; False (nothing done) if it was FINAL."""
