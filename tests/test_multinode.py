@@ -358,7 +358,7 @@ def test_mpi_function_task_on_a_raptor_mpiworker_across_two_nodes(cluster, env, 
     report['b: MPIWorker function task (s)'] = round(time.monotonic() - started, 1)
     # exit status 1: the task that asks for too many ranks failed, as it should
     assert job.exit_code == '1:0', f'{job.state} {job.exit_code}\n{out[-4000:]}'
-    assert 'backend radical: 2 done, 1 failed, 0 cancelled' in out, out[-4000:]
+    assert 'backend RadicalExecutionBackend: 2 done, 1 failed, 0 cancelled' in out, out[-4000:]
     result = json_line(out, 'MPI-FUNCTION')
     report['b: MPI function ranks -> node'] = dict(enumerate(result['nodes']))
     assert result['size'] == 3 and result['rank'] == 0      # rank 0's return value
