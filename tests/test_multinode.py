@@ -519,3 +519,93 @@ def test_pbs_script_for_two_nodes_through_qsub_runs_tasks_on_both(cluster, env, 
     per_node = counts(t[1] for t in tasks)
     report['e: PBS job tasks per node'] = per_node
     assert set(per_node) == set(job_nodes), (per_node, job_nodes)
+
+
+# --------------------------------------- f. two pilots: one lost, one replaced
+
+#: A login-node driver with two one-node pilots, each a SLURM job: tasks spread
+#: over both; once four long tasks run, the test cancels the first pilot's job.
+TWO_PILOTS_DRIVER = textwrap.dedent('''
+    import asyncio, json, sys
+    from radical.asyncflow import RadicalExecutionBackend, WorkflowEngine
+
+    PILOT = {'resource': 'asyncflow.slurm', 'nodes': 1, 'runtime': 15}
+
+    async def main():
+        backend = await RadicalExecutionBackend([PILOT, PILOT])
+        engine = await WorkflowEngine.create(backend=backend, journal='campaign.db')
+        print('PILOTS', json.dumps([p.uid for p in backend.pilots]), flush=True)
+
+        @engine.executable_task
+        async def where(i):
+            return 'echo "$SLURMD_NODENAME $RP_PILOT_ID"'
+
+        @engine.executable_task(retries=1, retry_backoff=0)
+        async def resilient(i):
+            return 'sleep 45; echo "$SLURMD_NODENAME $RP_PILOT_ID"'
+
+        @engine.executable_task
+        async def fragile(i):
+            return 'sleep 45; echo "$SLURMD_NODENAME $RP_PILOT_ID"'
+
+        spread = await asyncio.gather(*[where(i) for i in range(8)])
+        print('SPREAD', json.dumps([s.split() for s in spread]), flush=True)
+        # round robin: two resilient tasks on each pilot, the fragile one on the first
+        long = [resilient(i) for i in range(4)] + [fragile(0, task_description={'pilot': 0})]
+        while engine.state_counts()['RUNNING'] < 4:
+            await asyncio.sleep(0.5)
+        print('RUNNING', flush=True)
+        outcome = await asyncio.gather(*long, return_exceptions=True)
+        print('RESILIENT', json.dumps([str(o).split() for o in outcome[:4]]), flush=True)
+        print('FRAGILE', json.dumps(str(outcome[4]).splitlines()[:2]), flush=True)
+        print('LOST', json.dumps(backend.lost_pilots), flush=True)
+        await engine.shutdown()
+
+    asyncio.run(main())
+''')
+
+
+def pilot_jobs(cluster):
+    """{SLURM job id: its node} of the running jobs."""
+    lines = cluster.run(['squeue', '-h', '-t', 'R', '-o', '%i %N']).split('\n')
+    return dict(line.split() for line in lines if line.strip())
+
+
+def test_two_pilots_one_lost_mid_run(cluster, env, tmp_path, report):
+    driver = write(tmp_path, 'two_pilots.py', TWO_PILOTS_DRIVER)
+    started = time.monotonic()
+    proc = subprocess.Popen([*CLI, str(driver)], env=env, cwd=tmp_path,
+                            text=True, stdout=subprocess.PIPE, stderr=subprocess.STDOUT,
+                            start_new_session=True)
+    lines, spread = [], []
+    try:
+        for line in proc.stdout:
+            lines.append(line)
+            if line.startswith('SPREAD'):
+                spread = json.loads(line.split(' ', 1)[1])
+            if line.startswith('RUNNING'):
+                # the first pilot's node is where its tasks ran
+                first = json.loads(next(l for l in lines if l.startswith('PILOTS'))
+                                   .split(' ', 1)[1])[0]
+                node = next(n for n, p in spread if p == first)
+                job = next(j for j, n in pilot_jobs(cluster).items() if n == node)
+                cluster.run(['scancel', job])
+        proc.wait(RP_JOB_TIMEOUT)
+    finally:
+        if proc.poll() is None:
+            os.killpg(proc.pid, 9)
+            proc.wait()
+    out = ''.join(lines)
+    pilots = json_line(out, 'PILOTS')
+    assert {p for _, p in spread} == set(pilots), out[-4000:]       # spread over both
+    assert json_line(out, 'LOST') == [pilots[0]], out[-4000:]
+    # every resilient task finished on the surviving pilot: two ran there from the
+    # start, the two of the lost pilot ran there again
+    resilient = json_line(out, 'RESILIENT')
+    assert [p for _, p in resilient] == [pilots[1]] * 4, out[-4000:]
+    fragile = ' '.join(json_line(out, 'FRAGILE'))
+    assert f'pilot {pilots[0]} on asyncflow.slurm ended' in fragile, out[-4000:]
+    report['f: lost pilot'] = {'spread': counts(p for _, p in spread),
+                               'resilient ran on': counts(p for _, p in resilient),
+                               'fragile': fragile[:160],
+                               'wall s': round(time.monotonic() - started, 1)}

@@ -47,6 +47,49 @@ def cancel_pilots(pmgr: Any, timeout: float) -> None:
     pmgr.cancel_pilots(_timeout=timeout)
 
 
+def fail_only_the_tasks_of_a_lost_pilot(rp: Any, tmgr: Any) -> None:
+    """Make a TaskManager fail only the tasks of a pilot that ended.
+
+    RP 1.103's TaskManager, when one of its pilots ends, marks *every* task it
+    holds FAILED ("pilot died"): the tasks running on its other pilots too,
+    which would then be run again by a retry while they still run; and it sets
+    the state on the task objects before publishing it, so the TaskManager's
+    callbacks never hear of those failures.  Installed before ``add_pilots``
+    (which registers ``tmgr._pilot_state_cb`` with each pilot), this callback
+    publishes a failure for the tasks that pilot had not finished, with a
+    message naming it.  Relies on the private ``_pilot_state_cb``, ``_tasks``,
+    ``_closed``, ``_terminate`` and ``advance``.
+    """
+    def pilot_state_cb(pilots: Any, state: Any = None) -> bool:
+        if tmgr._terminate.is_set():
+            return False
+        if tmgr._closed:
+            return True
+        for pilot in pilots if isinstance(pilots, list) else [pilots]:
+            if pilot.state not in rp.FINAL:
+                continue
+            stranded = []
+            for task in list(tmgr._tasks.values()):
+                if task.pilot != pilot.uid or task.state in rp.FINAL or \
+                        str(task.state).startswith('TMGR_STAGING_OUTPUT'):
+                    continue
+                # published, not set on the task: the TaskManager then applies the
+                # change itself and calls its callbacks (RP's own code set it
+                # first, and the callbacks never heard of the failure)
+                update = task.as_dict()
+                update.update({'state': rp.FAILED,
+                               'exception': f'RuntimeError("pilot {pilot.uid} on '
+                                            f'{pilot.resource} ended {pilot.state}")',
+                               'exception_detail': f'its pilot {pilot.uid} ended '
+                                                   f'{pilot.state} before the task did'})
+                stranded.append(update)
+            if stranded:
+                tmgr.advance(stranded, publish=True, push=False)
+        return True
+
+    tmgr._pilot_state_cb = pilot_state_cb
+
+
 # ---------------------------------------------------------------- radical.utils
 
 def local_clock_profiler(ru: Any, enabled: Optional[bool] = None, **kwargs: Any) -> Any:

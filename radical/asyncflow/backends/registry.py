@@ -116,11 +116,11 @@ def _dask(resources: Dict[str, Any]) -> Any:
 def _radical(resources: Dict[str, Any]) -> Any:
     raptor = resources.pop('raptor_config', None)
     name = resources.pop('name', None)
-    if str(resources.get('resource', '')).startswith('asyncflow.'):
-        from ..batch import install_rp_resource_configs
-        install_rp_resource_configs()
+    replace = resources.pop('replace_pilots', False)
+    pilots = resources.pop('pilots', None) or [resources]   # several: a list of descriptions
     return _cls('.execution.radical_pilot', 'RadicalExecutionBackend')(
-        resources, raptor_config=raptor, name=name)
+        pilots if len(pilots) > 1 else pilots[0], raptor_config=raptor, name=name,
+        replace_pilots=replace)
 
 
 def _dask_keys() -> Iterable[str]:
@@ -130,7 +130,7 @@ def _dask_keys() -> Iterable[str]:
 def _radical_keys() -> Iterable[str]:
     import radical.pilot as rp
     from ..radical_compat import pilot_description_keys
-    return {*pilot_description_keys(rp), 'raptor_config', 'name'}
+    return {*pilot_description_keys(rp), 'raptor_config', 'name', 'pilots', 'replace_pilots'}
 
 
 register('concurrent', _concurrent, 'local threads or processes',

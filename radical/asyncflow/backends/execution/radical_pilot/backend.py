@@ -61,8 +61,8 @@ from .outcome import command_result, failure, function_outcome
 from .payload import raptor_function, write_payload
 from .raptor import (Raptor, check_mpi_function, parse_raptor_config, submit_master,
                      worker_descriptions)
-from .session import (close_session, pilot_description, pilot_diagnostics, prepare_environment,
-                      stop_tasks)
+from .pilots import Pilots, pilot_descriptions
+from .session import close_session, prepare_environment, stop_tasks
 from .staging import capture_stdio, export_from_sandbox, fetch, task_inputs
 from .tasks import Phase, Submitted, SubmittedTasks
 
@@ -75,7 +75,7 @@ log = logging.getLogger('radical.asyncflow.radical')
 
 
 class RadicalExecutionBackend(ExecutionBackend):
-    """Execution on one RADICAL-Pilot pilot."""
+    """Execution on RADICAL-Pilot pilots: one, or several (a list of descriptions)."""
 
     _NATIVE = True
     #: RUNNING is RP's AGENT_EXECUTING: after the task waited for cores.
@@ -83,23 +83,24 @@ class RadicalExecutionBackend(ExecutionBackend):
     #: Each task runs in a sandbox of its own: data is linked or staged in.
     shared_filesystem = False
 
-    def __init__(self, resources: Dict[str, Any], raptor_config: Optional[Dict[str, Any]] = None,
+    def __init__(self, resources: Any, raptor_config: Optional[Dict[str, Any]] = None,
                  *, work_dir: Optional[str] = None, startup_timeout: Optional[float] = None,
-                 name: Optional[str] = None) -> None:
+                 name: Optional[str] = None, replace_pilots: bool = False) -> None:
         try:
             import radical.pilot as rp
             import radical.utils as ru
         except ImportError as exc:
             raise MissingDependencyError('RadicalExecutionBackend', 'radical.pilot',
                                          'radical') from exc
-        if not isinstance(resources, dict):
-            raise TypeError(f'RadicalExecutionBackend needs a dict of PilotDescription keys, '
-                            f'not {type(resources).__name__}')
-        unknown = sorted(set(resources) - pilot_description_keys(rp))
-        if unknown:
-            raise ValueError(f'RadicalExecutionBackend: {", ".join(map(repr, unknown))} '
-                             f'not a PilotDescription key (known: resource, cores, gpus, '
-                             f'nodes, runtime, queue, project, sandbox, access_schema, ...)')
+        descriptions = pilot_descriptions(resources)
+        for description in descriptions:
+            unknown = sorted(set(description) - pilot_description_keys(rp))
+            if unknown:
+                raise ValueError(f'RadicalExecutionBackend: {", ".join(map(repr, unknown))} '
+                                 f'not a PilotDescription key (known: resource, cores, gpus, '
+                                 f'nodes, runtime, queue, project, sandbox, access_schema, ...)')
+        if not isinstance(replace_pilots, bool):
+            raise TypeError(f'replace_pilots must be True or False, not {replace_pilots!r}')
         self._name = name
         self._rp = rp
         self._ru = ru
@@ -111,7 +112,9 @@ class RadicalExecutionBackend(ExecutionBackend):
                                             canceled_state=rp.CANCELED,
                                             running_state=rp.AGENT_EXECUTING)
         self._states = StateMapper('radical')
-        self.resources = dict(resources)
+        #: The description of the first pilot (all of them: ``pilot_descriptions``).
+        self.resources = dict(descriptions[0])
+        self.pilot_descriptions = descriptions
         self.raptor_config = raptor_config
         self._masters_spec = parse_raptor_config(raptor_config)
         if startup_timeout is None:
@@ -124,8 +127,8 @@ class RadicalExecutionBackend(ExecutionBackend):
         self.rp_session: Any = None
         self.pmgr: Any = None
         self.tmgr: Any = None
-        self.pilot: Any = None
-        self.pilot_sandbox: Optional[str] = None        # path on the resource
+        self._pilots = Pilots(rp, ru, descriptions, replace_pilots, startup_timeout)
+        self.pilot_sandbox: Optional[str] = None        # the first pilot's, on the resource
         self._state = 'NEW'
         self._abort = threading.Event()
         self._tasks = SubmittedTasks()
@@ -161,6 +164,10 @@ class RadicalExecutionBackend(ExecutionBackend):
         """Open the session, start the pilot and the raptors (runs in a thread)."""
         rp = self._rp
         prepare_environment()
+        if any(str(d.get('resource', '')).startswith('asyncflow.')
+               for d in self.pilot_descriptions):
+            from ....batch import install_rp_resource_configs
+            install_rp_resource_configs()     # the batch-system resources of this package
         try:
             try:
                 self.rp_session = rp.Session(cfg={'base': self._work_dir})
@@ -173,36 +180,12 @@ class RadicalExecutionBackend(ExecutionBackend):
             self.pmgr = rp.PilotManager(session=self.rp_session)
             self.tmgr = rp.TaskManager(session=self.rp_session)
             self.tmgr.register_callback(self._on_rp_state)
-            description = pilot_description(self.resources, self.rp_session)
-            log.info('submitting pilot %s', description)
-            self.pilot = self.pmgr.submit_pilots(rp.PilotDescription(description))
-            self.tmgr.add_pilots(self.pilot)
-            self._wait_for_pilot(deadline)
+            self._pilots.start(self.rp_session, self.pmgr, self.tmgr, deadline, self._abort)
             self.pilot_sandbox = self._ru.Url(self.pilot.pilot_sandbox).path.rstrip('/')
             self._start_raptors()
         except BaseException:
             self._close()
             raise
-
-    def _wait_for_pilot(self, deadline: float) -> None:
-        rp = self._rp
-        final = (rp.FAILED, rp.CANCELED, rp.DONE)
-        while True:
-            state = self.pilot.state
-            if state == rp.PMGR_ACTIVE:
-                return
-            if state in final:
-                raise BackendError(f'RadicalExecutionBackend: pilot {self.pilot.uid} on '
-                                   f'{self.pilot.resource} ended {state} during start-up'
-                                   f'{pilot_diagnostics(self._ru, self.pilot, self.rp_session)}')
-            if self._abort.is_set():
-                raise BackendError('RadicalExecutionBackend: pilot start-up was aborted')
-            if time.monotonic() > deadline:
-                raise BackendError(f'RadicalExecutionBackend: pilot {self.pilot.uid} did not '
-                                   f'become active within {self.startup_timeout:.0f} s '
-                                   f'(state {state})'
-                                   f'{pilot_diagnostics(self._ru, self.pilot, self.rp_session)}')
-            self.pilot.wait(state=[rp.PMGR_ACTIVE, *final], timeout=0.5)
 
     def _start_raptors(self) -> None:
         for spec in self._masters_spec:
@@ -218,10 +201,26 @@ class RadicalExecutionBackend(ExecutionBackend):
                     self._raptor_of_worker[worker.uid] = master.uid
             log.info('raptor %s with workers %s', master.uid, raptor.workers)
 
+    @property
+    def pilot(self) -> Any:
+        """The first pilot (``pilots``: all of them)."""
+        return self._pilots.all[0] if self._pilots.all else None
+
+    @property
+    def pilots(self) -> List[Any]:
+        """Every pilot started, replacements included, in order."""
+        return list(self._pilots.all)
+
+    @property
+    def lost_pilots(self) -> List[str]:
+        """The uids of the pilots that ended while the backend ran."""
+        return list(self._pilots.lost)
+
     async def shutdown(self) -> None:
         if self._state in ('STOPPING', 'STOPPED'):
             return
         self._state = 'STOPPING'
+        self._pilots.stop()
         self._abort.set()
         for sub in self._tasks.unfinished():
             self._tasks.finish(sub, lambda sub=sub: sub.reporter.cancelled(sub.spec))
@@ -252,10 +251,13 @@ class RadicalExecutionBackend(ExecutionBackend):
         return self._count('gpus')
 
     def _count(self, what: str) -> int:
-        try:
-            return sum(len(node[what]) for node in self.pilot.resource_details['node_list'])
-        except Exception:
-            return int((self.pilot.description.get(what) if self.pilot else 0) or 0)
+        total = 0
+        for pilot in self._pilots.alive:
+            try:
+                total += sum(len(node[what]) for node in pilot.resource_details['node_list'])
+            except Exception:
+                total += int(pilot.description.get(what) or 0)
+        return total
 
     @property
     def tasks_per_node(self) -> Dict[str, int]:
@@ -304,9 +306,12 @@ class RadicalExecutionBackend(ExecutionBackend):
         """The record and the RP TaskDescription of one attempt of an engine task."""
         rp_uid = self._tasks.new_rp_uid(task, known_task_uids(self.tmgr))
         options = dict(task.options)
+        pinned = options.pop('pilot', None)
         if task.function is not None and self._raptors:
             check_mpi_function(self._masters_spec, task.name, int(options.get('ranks') or 1))
-        links, staging = task_inputs(self._rp, self._tasks, self.pilot_sandbox or '', task)
+        # pilot:/// URLs name the consumer's pilot: with several, sandboxes by path
+        shared = self.pilot_sandbox if len(self._pilots.all) == 1 else ''
+        links, staging = task_inputs(self._rp, self._tasks, shared or '', task)
         if staging or options.get('input_staging'):
             folder = os.path.join(self._payload_dir, 'inputs', rp_uid)
             options['input_staging'] = [fetch(self._rp, d, folder)
@@ -315,6 +320,8 @@ class RadicalExecutionBackend(ExecutionBackend):
         td = describe_task(self._rp, rp_uid, task, options, links, self._valid_keys,
                            self._pick_master if self._raptors else None)
         kind = TaskKind(td.metadata['asyncflow_kind'])
+        if kind is not TaskKind.RAPTOR_FUNCTION:        # those go where their master runs
+            td.pilot = self._pilots.uid_for(pinned, task.name)
         if task.stdio_dir is not None and kind is TaskKind.EXECUTABLE:
             capture_stdio(self._rp, td, task.stdio_dir)
         sub = Submitted(task, reporter, kind, rp_uid, master=td.get('raptor_id') or None)

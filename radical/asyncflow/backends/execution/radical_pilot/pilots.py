@@ -1,0 +1,186 @@
+"""The pilots of a RadicalExecutionBackend: start, watch, lose and replace them.
+
+One backend may hold several pilots (a list of pilot descriptions): tasks are
+spread over the pilots that run, round robin, or a task names one
+(``task_description={'pilot': 1}``); either way each task goes to a pilot the
+backend chose, since RP 1.103 does not tell the client which pilot runs a task
+it placed itself, and a lost pilot's tasks must be known.  When a pilot ends while the backend
+runs (its batch job was cancelled, it failed, or it reached its runtime),
+the tasks it had not finished fail with a cause that names it (RP does that,
+with :func:`~...radical_compat.fail_only_the_tasks_of_a_lost_pilot` keeping it
+to that pilot's tasks), the TaskManager stops sending it tasks, and, with
+``replace_pilots=True``, a new pilot of the same description takes its
+place: tasks that wait, and retries of the failed ones, run there.
+"""
+
+from __future__ import annotations
+
+import logging
+import threading
+import time
+from typing import Any, Dict, List, Optional
+
+from ....errors import BackendError
+from ....radical_compat import fail_only_the_tasks_of_a_lost_pilot
+from .session import pilot_description, pilot_diagnostics
+
+log = logging.getLogger('radical.asyncflow.radical')
+
+
+class Pilots:
+    """The pilots of one backend, as they come and go."""
+
+    def __init__(self, rp: Any, ru: Any, descriptions: List[Dict[str, Any]],
+                 replace: bool, startup_timeout: float) -> None:
+        self._rp = rp
+        self._ru = ru
+        self._descriptions = descriptions
+        self.replace = replace
+        self.startup_timeout = startup_timeout
+        self._lock = threading.RLock()
+        self.all: List[Any] = []                  # every pilot started, in order
+        self._description_of: Dict[str, Dict[str, Any]] = {}
+        self._stopping = False
+        self._turn = 0
+        #: Pilots that ended while the backend ran, and the replacements started.
+        self.lost: List[str] = []
+        self.replacements = 0
+        self.pmgr: Any = None
+        self.tmgr: Any = None
+        self.session: Any = None
+
+    # -- start-up -----------------------------------------------------------
+
+    def start(self, session: Any, pmgr: Any, tmgr: Any, deadline: float,
+              abort: threading.Event) -> None:
+        """Submit every pilot and wait until all are active (runs in a thread)."""
+        self.session, self.pmgr, self.tmgr = session, pmgr, tmgr
+        fail_only_the_tasks_of_a_lost_pilot(self._rp, tmgr)
+        pilots = [self._submit(description) for description in self._descriptions]
+        for pilot in pilots:
+            self._wait_active(pilot, deadline, abort)
+        pmgr.register_callback(self._on_pilot_state)
+
+    def _submit(self, description: Dict[str, Any]) -> Any:
+        full = pilot_description(description, self.session)
+        log.info('submitting pilot %s', full)
+        pilot = self.pmgr.submit_pilots(self._rp.PilotDescription(full))
+        self.tmgr.add_pilots(pilot)
+        with self._lock:
+            self.all.append(pilot)
+            self._description_of[pilot.uid] = description
+        return pilot
+
+    def _wait_active(self, pilot: Any, deadline: float, abort: threading.Event) -> None:
+        rp = self._rp
+        final = (rp.FAILED, rp.CANCELED, rp.DONE)
+        while True:
+            state = pilot.state
+            if state == rp.PMGR_ACTIVE:
+                return
+            if state in final:
+                raise BackendError(f'RadicalExecutionBackend: pilot {pilot.uid} on '
+                                   f'{pilot.resource} ended {state} during start-up'
+                                   f'{pilot_diagnostics(self._ru, pilot, self.session)}')
+            if abort.is_set():
+                raise BackendError('RadicalExecutionBackend: pilot start-up was aborted')
+            if time.monotonic() > deadline:
+                raise BackendError(f'RadicalExecutionBackend: pilot {pilot.uid} did not '
+                                   f'become active within {self.startup_timeout:.0f} s '
+                                   f'(state {state})'
+                                   f'{pilot_diagnostics(self._ru, pilot, self.session)}')
+            pilot.wait(state=[rp.PMGR_ACTIVE, *final], timeout=0.5)
+
+    # -- while the backend runs -------------------------------------------------
+
+    @property
+    def alive(self) -> List[Any]:
+        """The pilots not ended (active, or still starting)."""
+        with self._lock:
+            return [p for p in self.all if p.state not in self._rp.FINAL]
+
+    def uid_for(self, choice: Any, task_name: str) -> str:
+        """The pilot a task runs on: the one it pins itself to (an index into the
+        pilots given, 0 = the first, or a pilot uid), else the next that runs."""
+        if choice is None:
+            return self._next(task_name)
+        with self._lock:
+            uids = [p.uid for p in self.all]
+            first = len(self._descriptions)
+        if isinstance(choice, int) and not isinstance(choice, bool) and 0 <= choice < first:
+            uid = uids[choice]
+        elif isinstance(choice, str) and choice in uids:
+            uid = choice
+        else:
+            raise ValueError(f"task '{task_name}': task_description 'pilot' must be the "
+                             f"index of one of the {first} pilots given (0 to {first - 1}) or "
+                             f"a pilot uid ({', '.join(uids)}), not {choice!r}")
+        if uid in self.lost:
+            raise BackendError(f"task '{task_name}' is pinned to pilot {uid}, which has "
+                               f"ended: {self.describe()}")
+        return uid
+
+    def _next(self, task_name: str) -> str:
+        # RP fails a lost pilot's tasks before it calls the PilotManager's
+        # callbacks: a retry can get here first, and must find the replacement
+        for pilot in list(self.all):
+            if pilot.state in self._rp.FINAL:
+                self._on_pilot_state(pilot, pilot.state)
+        with self._lock:
+            running = [p.uid for p in self.all if p.uid not in self.lost
+                       and p.state not in self._rp.FINAL]
+            self._turn += 1
+        if not running:
+            raise BackendError(f"task '{task_name}': no pilot runs any more "
+                               f"({self.describe()}); replace_pilots=True starts new ones")
+        return running[self._turn % len(running)]
+
+    def stop(self) -> None:
+        """The backend shuts down: pilots ending now are not lost, nor replaced."""
+        self._stopping = True
+
+    def _on_pilot_state(self, pilot: Any, state: str) -> Optional[bool]:
+        try:
+            if state not in self._rp.FINAL or self._stopping:
+                return True
+            # the replacement is started under the lock: a retry that finds no
+            # pilot running (in _next) waits for it instead of failing
+            with self._lock:
+                if pilot.uid not in self._description_of or pilot.uid in self.lost:
+                    return True
+                self.lost.append(pilot.uid)
+                log.warning('pilot %s on %s ended %s while the backend runs; its '
+                            'unfinished tasks fail', pilot.uid, pilot.resource, state)
+                if self.replace:
+                    self._replace(pilot)
+            try:
+                self.tmgr.remove_pilots(pilot.uid)
+            except Exception as exc:
+                log.warning('removing pilot %s from the task manager: %s', pilot.uid, exc)
+        except Exception:               # never let an error kill RP's callback thread
+            log.exception('handling state %s of pilot %s failed', state,
+                          getattr(pilot, 'uid', '?'))
+        return True
+
+    def _replace(self, pilot: Any) -> None:
+        """Start a pilot of the same description (it becomes active in the background)."""
+        replacement = self._submit(self._description_of[pilot.uid])
+        self.replacements += 1
+        log.warning('pilot %s replaces %s', replacement.uid, pilot.uid)
+
+    def describe(self) -> str:
+        """``pilot.0000 (ACTIVE), ...`` for messages."""
+        with self._lock:
+            return ', '.join(f'{p.uid} ({p.state})' for p in self.all)
+
+
+def pilot_descriptions(resources: Any) -> List[Dict[str, Any]]:
+    """``resources`` as a list of pilot descriptions (one dict, or a list of them)."""
+    if isinstance(resources, dict):
+        return [dict(resources)]
+    if isinstance(resources, (list, tuple)) and resources and \
+            all(isinstance(r, dict) for r in resources):
+        return [dict(r) for r in resources]
+    raise TypeError(f'RadicalExecutionBackend needs a dict of PilotDescription keys, or a '
+                    f'non-empty list of them (one per pilot), not {type(resources).__name__}')
+
