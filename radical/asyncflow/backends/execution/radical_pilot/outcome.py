@@ -9,13 +9,13 @@ from __future__ import annotations
 
 import base64
 import os
-from typing import Any, Optional, Tuple
+from typing import Any, Tuple
 
 from ....errors import BackendError, TaskExecutionError
 from .._command import STDERR_TAIL, command_failure, read_tail
 from ..spec import CommandResult, TaskSpec
 from .describe import TaskKind
-from .payload import load_outcome
+from .payload import load_outcome, outcome_blob
 
 #: RP keeps only the last 1024 characters of stdout/stderr in the task.
 _RP_TAIL_MARK = '[... CONTENT SHORTENED ...]'
@@ -50,15 +50,14 @@ def _output_file(rp_task: Any, sandbox: str, stream: str, suffix: str) -> str:
 
 
 def function_outcome(kind: TaskKind, task: TaskSpec, rp_task: Any,
-                     result_file: Optional[str], sandbox: str) -> Tuple[bool, Any]:
+                     sandbox: str) -> Tuple[bool, Any]:
     """(True, value) or (False, exception) of a function task."""
     name = task.name
     try:
         if kind is TaskKind.RAPTOR_FUNCTION:
             blob = base64.b64decode(rp_task.return_value or '')
         else:
-            with open(result_file, 'rb') as f:
-                blob = f.read()
+            blob = outcome_blob(rp_task.stdout, sandbox)
         return load_outcome(blob, task)
     except Exception as exc:
         stderr = (rp_task.stderr or '').strip()
@@ -82,7 +81,7 @@ def failure(kind: TaskKind, task: TaskSpec, rp_task: Any, sandbox: str) -> BaseE
             command=error.command, exit_code=error.exit_code, stderr=error.stderr,
             stdout=error.stdout)
     if kind is TaskKind.RAPTOR_FUNCTION and rp_task.return_value:
-        ok, value = function_outcome(kind, task, rp_task, None, sandbox)
+        ok, value = function_outcome(kind, task, rp_task, sandbox)
         return value if not ok else BackendError(
             f"function task '{name}' returned but RADICAL-Pilot marked it FAILED")
     detail = rp_task.exception or ''
