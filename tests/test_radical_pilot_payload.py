@@ -128,7 +128,7 @@ def test_a_large_call_is_staged_in(tmp_path):
 def test_the_raptor_function_needs_nothing_of_this_package(tmp_path):
     rp = pytest.importorskip('radical.pilot')
     spec = spec_of(add, 1, y=3)
-    (tmp_path / 'task.txt').write_text(payload.raptor_function(rp, spec, ()))
+    (tmp_path / 'task.txt').write_text(payload.raptor_function(spec, ()))
     # what RP's worker does with a PythonTask, in a fresh process
     code = ('import asyncio, sys\n'
             'from radical.pilot.pytask import PythonTask\n'

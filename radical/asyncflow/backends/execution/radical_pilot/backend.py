@@ -313,7 +313,7 @@ class RadicalExecutionBackend(ExecutionBackend):
         if kind is TaskKind.FUNCTION:
             attach_call(self._rp, self._payload_dir, task, links, rp_uid, td)
         elif kind is TaskKind.RAPTOR_FUNCTION:
-            td.function = raptor_function(self._rp, task, links)
+            td.function = raptor_function(task, links)
         elif kind is TaskKind.SERVICE:
             sub.startup_timeout = float(td.startup_timeout)
         return sub, td

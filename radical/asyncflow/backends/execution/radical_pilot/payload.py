@@ -28,6 +28,7 @@ import sys
 import zlib
 from typing import Any, Dict, Optional, Sequence, Tuple
 
+from ....radical_compat import python_task
 from ..spec import TaskSpec
 
 #: (producer sandbox, its RP uid) pairs whose files are linked into a task's sandbox.
@@ -152,6 +153,8 @@ _ENTRY: Dict[str, Any] = {'__name__': _PILOT_NAME}
 exec(compile(_RAPTOR_ENTRY_CODE, '<asyncflow raptor entry>', 'exec'), _ENTRY)     # noqa: S102
 raptor_entry = _ENTRY['raptor_entry']
 raptor_entry.__defaults__ = (zlib.compress(PILOT_CODE.encode(), 9),)
+#: raptor_entry pickled once (see raptor_function).
+_ENTRY_BLOB: Optional[bytes] = None
 
 
 # ---------------------------------------------------------------------------
@@ -189,10 +192,15 @@ def attach_call(rp: Any, payload_dir: str, task: TaskSpec, links: Links, rp_uid:
     td.arguments = [*td.arguments, PAYLOAD_IN, PAYLOAD_OUT]
 
 
-def raptor_function(rp: Any, task: TaskSpec, links: Links) -> Any:
-    """The ``td.function`` of a RAPTOR function task: its call, for :func:`raptor_entry`."""
+def raptor_function(task: TaskSpec, links: Links) -> str:
+    """The ``td.function`` of a RAPTOR function task (an ``rp.PythonTask``): its
+    call, for :func:`raptor_entry`."""
+    global _ENTRY_BLOB
+    if _ENTRY_BLOB is None:
+        import dill
+        _ENTRY_BLOB = dill.dumps(raptor_entry)     # rp.PythonTask would, for every task
     blob = base64.b64encode(function_payload(task, links)).decode()
-    return rp.PythonTask(raptor_entry, (blob,), {})
+    return python_task(_ENTRY_BLOB, (blob,), {})
 
 
 def outcome_blob(stdout: Optional[str], sandbox: str) -> bytes:
