@@ -60,6 +60,7 @@ import itertools
 import json
 import os
 import platform
+import resource
 import shutil
 import statistics
 import sys
@@ -421,6 +422,11 @@ async def main(argv: Optional[List[str]] = None) -> int:
         shutdown = time.perf_counter() - start
     print(f'pilot shut down in {shutdown:.1f} s')
     print_table(results, args.repeat)
+    submitted = sum(len(r['uids'][side]) for r in results for side in ('raw', 'engine'))
+    peak = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss * 1024
+    print(f'driver peak RSS {peak / 2**20:.0f} MiB after {submitted} timed tasks '
+          f'(RP keeps every task in the client)')
+    figures.update({'driver_peak_rss': peak, 'timed_tasks': submitted})
     figures.update({'python': platform.python_version(), 'platform': platform.platform(),
                     'cpus': os.cpu_count(), 'version': __version__, 'resources': resources,
                     'pilot_cores': backend.cores, 'pilot_nodes': nodes,
