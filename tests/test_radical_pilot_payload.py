@@ -81,7 +81,7 @@ def test_a_small_call_travels_inline_and_its_outcome_in_stdout(tmp_path):
     assert ours == []
     assert proc.stdout.startswith('the function prints too\n')
     assert payload.OUTCOME_MARK in proc.stdout
-    os.remove(tmp_path / payload.PAYLOAD_OUT)              # stdout alone suffices
+    assert not (tmp_path / payload.PAYLOAD_OUT).exists()   # no file per task either
     assert payload.load_outcome(payload.outcome_blob(proc.stdout, str(tmp_path)), spec) == \
         (True, {'sum': 42})
 
@@ -143,3 +143,10 @@ def test_the_raptor_function_needs_nothing_of_this_package(tmp_path):
     modules, value = proc.stdout.strip().splitlines()[-2:]
     assert modules == '[]'
     assert payload.load_outcome(base64.b64decode(value), spec) == (True, {'sum': 4})
+
+
+def test_run_payload_file_writes_the_outcome_file(tmp_path):
+    spec = spec_of(add, 1)
+    (tmp_path / 'call').write_bytes(payload.function_payload(spec, ()))
+    assert payload.run_payload_file(str(tmp_path / 'call'), str(tmp_path / 'out')) == 0
+    assert payload.load_outcome((tmp_path / 'out').read_bytes(), spec) == (True, {'sum': 3})

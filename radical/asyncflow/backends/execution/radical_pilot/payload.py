@@ -9,10 +9,11 @@ on the pilot:
 
 * without RAPTOR a task runs ``sys.executable -c`` :data:`TRAMPOLINE_COMMAND`
   with the call inline as an argument (base64; a large call is staged in as
-  :data:`PAYLOAD_IN` instead).  It writes the outcome into
-  :data:`PAYLOAD_OUT` in its sandbox and, when it is small, also prints it as
-  the last line of its stdout, which RP hands back with the task: no file
-  staging either way.
+  :data:`PAYLOAD_IN` instead).  It prints a small outcome as the last line
+  of its stdout, which RP hands back with the task, and writes a large one
+  into :data:`PAYLOAD_OUT` in its sandbox, where the client reads it: no
+  file staging, and no file at all in the common case (a file create costs
+  a parallel file system's metadata server more than a line of stdout).
 * on a RAPTOR worker the task's function is :func:`raptor_entry`, defined in
   a namespace no import reaches, so that ``dill`` sends it by value; it runs
   the same code, which it carries compressed.  The worker needs nothing of
@@ -109,8 +110,9 @@ async def raptor_entry(blob):
     return base64.b64encode(await run_call(base64.b64decode(blob))).decode()
 
 
-def trampoline(call, result_path):
-    """Run the call (INLINE + base64, else a file name); write the outcome (rank 0)."""
+def trampoline(call, result_path, stdout=True):
+    """Run the call (INLINE + base64, else a file name); hand the outcome back (rank 0):
+    as the last line of stdout when small (and stdout is True), else in result_path."""
     if call.startswith(INLINE):
         payload = base64.b64decode(call[len(INLINE):])
     else:
@@ -119,14 +121,21 @@ def trampoline(call, result_path):
     outcome = asyncio.run(run_call(payload))
     if os.environ.get('RP_RANK', '0') != '0':
         return 0
+    if stdout and len(outcome) <= OUTCOME_STDOUT_MAX:
+        line = chr(10) + OUTCOME_MARK + base64.b64encode(outcome).decode() + chr(10)
+        try:
+            sys.stdout.flush()
+        except Exception:
+            pass
+        try:
+            os.write(1, line.encode())      # fd 1, whatever the function did to sys.stdout
+            return 0
+        except OSError:
+            pass
     tmp = result_path + '.tmp'
     with open(tmp, 'wb') as f:
         f.write(outcome)
     os.replace(tmp, result_path)
-    if len(outcome) <= OUTCOME_STDOUT_MAX:
-        sys.stdout.flush()
-        sys.stdout.write(chr(10) + OUTCOME_MARK + base64.b64encode(outcome).decode() + chr(10))
-        sys.stdout.flush()
     return 0
 '''
 
@@ -231,4 +240,4 @@ def load_outcome(blob: bytes, task: TaskSpec) -> Tuple[bool, Any]:
 
 def run_payload_file(call_path: str, result_path: str) -> int:
     """Run the call in the file ``call_path``; write the outcome (rank 0) to ``result_path``."""
-    return _PILOT['trampoline'](call_path, result_path)
+    return _PILOT['trampoline'](call_path, result_path, False)
