@@ -54,3 +54,16 @@ def test_local_clock_profiler_writes_without_ntp(tmp_path, monkeypatch):
     path = os.path.join(str(tmp_path), 'compat.prof')
     assert 'hello' in open(path).read()
     prof.close()
+
+
+def test_python_task_is_what_rp_python_task_makes():
+    import dill
+    from radical.pilot.pytask import PythonTask
+
+    def triple(x, scale=1):
+        return 3 * x * scale
+
+    ours = radical_compat.python_task(dill.dumps(triple), (2,), {'scale': 5})
+    assert ours == rp.PythonTask(triple, (2,), {'scale': 5})
+    func, args, kwargs = PythonTask.get_func_attr(ours)       # what RAPTOR's worker does
+    assert func(*args, **kwargs) == 30

@@ -14,6 +14,7 @@ from __future__ import annotations
 import asyncio
 import inspect
 import threading
+import time
 from typing import Any, Callable, Dict, List, Optional, Sequence, Tuple
 
 from .backends.execution.spec import CommandResult, TaskSpec, outcome_fields
@@ -21,6 +22,9 @@ from .errors import DependencyFailure
 from .graph import NodeState, transition
 from .records import BLOCK, ComponentRecord, task_dict
 from .run_stats import STATS
+
+#: Seconds of reports the loop handles per turn; the rest waits for its next turn.
+DRAIN_SLICE = 0.005
 
 
 class EngineReporter:
@@ -33,6 +37,9 @@ class EngineReporter:
         self._lock = threading.Lock()
         self._pending: List[Tuple[Callable, TaskSpec, Any]] = []
         self._scheduled = False
+        # Taken from _pending by the loop, handled up to _cursor (loop thread only).
+        self._backlog: List[Tuple[Callable, TaskSpec, Any]] = []
+        self._cursor = 0
         #: Set when the engine shut down: later reports are dropped.
         self.closed = False
         self._on_running = outcomes.on_running
@@ -93,17 +100,42 @@ class EngineReporter:
             pass
 
     def _drain(self) -> None:
-        with self._lock:
-            pending, self._pending = self._pending, []
-            self._scheduled = False
-        for handler, task, value in pending:
+        """Handle the queued reports, in order, for at most DRAIN_SLICE seconds.
+
+        What is left waits for the loop's next turn (timers, I/O and the
+        scheduler go first), so a storm of reports does not stall the loop.
+        Until the queue is empty the drain stays scheduled: the reporting
+        threads do not wake the loop again.
+        """
+        backlog, start = self._backlog, self._cursor
+        if start >= len(backlog):
+            with self._lock:
+                backlog, self._pending = self._pending, []
+            self._backlog, start = backlog, 0
+        deadline = time.perf_counter() + DRAIN_SLICE
+        end = len(backlog)
+        index = start
+        while index < end:
+            handler, task, value = backlog[index]
+            index += 1
             if self.closed:
                 self._drop(task, 'the engine shut down')
-                continue
-            try:
-                handler(task, value)
-            except Exception:           # one bad report must not lose the others
-                self._log.exception('handling a report on %s failed', task.uid)
+            else:
+                try:
+                    handler(task, value)
+                except Exception:       # one bad report must not lose the others
+                    self._log.exception('handling a report on %s failed', task.uid)
+            if not index & 255 and time.perf_counter() > deadline:
+                break
+        if index < end:
+            self._cursor = index
+        else:
+            self._backlog, self._cursor = [], 0
+            with self._lock:
+                if not self._pending:
+                    self._scheduled = False
+                    return
+        self._loop.call_soon(self._drain)
 
 
 class Outcomes:

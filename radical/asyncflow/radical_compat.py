@@ -9,7 +9,9 @@ radical.pilot: the callers pass the modules or objects in.
 
 from __future__ import annotations
 
+import codecs
 import os
+import pickle
 import time
 from typing import Any, Container, FrozenSet, Optional
 
@@ -40,6 +42,18 @@ def known_task_uids(tmgr: Any) -> Container[str]:
     RP refuses a second task with a uid it knows, RAPTOR's and its own included.
     """
     return getattr(tmgr, '_known_uids', None) or ()
+
+
+def python_task(func_blob: bytes, args: tuple, kwargs: dict) -> str:
+    """What ``rp.PythonTask(func, args, kwargs)`` returns, for a function already
+    pickled (``func_blob = dill.dumps(func)``, as RP pickles it).
+
+    RP's format: ``radical.pilot.utils.serialize_bson`` (base64 of a pickle)
+    of ``{'func', 'args', 'kwargs'}``.  A function sent with every task is
+    then pickled once, not once per task.
+    """
+    return codecs.encode(pickle.dumps({'func': func_blob, 'args': args, 'kwargs': kwargs}),
+                         'base64').decode()
 
 
 def cancel_pilots(pmgr: Any, timeout: float) -> None:

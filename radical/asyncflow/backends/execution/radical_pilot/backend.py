@@ -22,8 +22,10 @@ Each engine task becomes one RP task:
   configured masters and workers; without it, an executable task that runs
   the function with the client's Python (``sys.executable``: the pilot must
   see the client's file system, as ``local.*`` and batch-allocation drivers
-  do).  Either way the function, its arguments, its return value and any
-  exception travel pickled with ``dill``, so they come back intact.
+  do), its call inline in its arguments and its outcome back in its stdout
+  (large ones through files: see :mod:`.payload`).  Either way the function,
+  its arguments, its return value and any exception travel pickled with
+  ``dill``, so they come back intact.
 * service task (executables only): RP's service mode; the future resolves
   with the service's start-up info (the ``info_pattern`` match, else
   ``'service is up'``) as soon as the service runs.  Services are stopped at
@@ -58,7 +60,7 @@ from ..base import ExecutionBackend, Session
 from ..spec import Reporter, TaskSpec, spec_from_dict
 from .describe import TaskKind, describe_task, valid_keys
 from .outcome import command_result, failure, function_outcome
-from .payload import raptor_function, write_payload
+from .payload import attach_call, raptor_function
 from .raptor import (Raptor, check_mpi_function, parse_raptor_config, submit_master,
                      worker_descriptions)
 from .pilots import Pilots, pilot_descriptions
@@ -326,9 +328,9 @@ class RadicalExecutionBackend(ExecutionBackend):
             capture_stdio(self._rp, td, task.stdio_dir)
         sub = Submitted(task, reporter, kind, rp_uid, master=td.get('raptor_id') or None)
         if kind is TaskKind.FUNCTION:
-            sub.result_file = write_payload(self._rp, self._payload_dir, task, links, rp_uid, td)
+            attach_call(self._rp, self._payload_dir, task, links, rp_uid, td)
         elif kind is TaskKind.RAPTOR_FUNCTION:
-            td.function = raptor_function(self._rp, task, links)
+            td.function = raptor_function(task, links)
         elif kind is TaskKind.SERVICE:
             sub.startup_timeout = float(td.startup_timeout)
         return sub, td
@@ -404,7 +406,7 @@ class RadicalExecutionBackend(ExecutionBackend):
         if sub.phase is Phase.FINAL:
             return                      # e.g. cancelled at shutdown: no outcome to read
         if sub.kind in (TaskKind.FUNCTION, TaskKind.RAPTOR_FUNCTION):
-            ok, value = function_outcome(sub.kind, sub.spec, rp_task, sub.result_file,
+            ok, value = function_outcome(sub.kind, sub.spec, rp_task,
                                          self._sandbox_path(rp_task))
             report = sub.reporter.done if ok else sub.reporter.failed
             self._tasks.finish(sub, lambda: report(sub.spec, value))
@@ -420,7 +422,7 @@ class RadicalExecutionBackend(ExecutionBackend):
         if sub.phase is Phase.FINAL:
             return
         if sub.kind is TaskKind.FUNCTION and rp_task.exit_code == 0:
-            self._on_done(sub, rp_task)         # failed in output staging: the outcome tells
+            self._on_done(sub, rp_task)         # its own staging failed: the outcome tells
             return
         error = failure(sub.kind, sub.spec, rp_task, self._sandbox_path(rp_task))
         self._tasks.finish(sub, lambda: sub.reporter.failed(sub.spec, error))

@@ -15,7 +15,7 @@ import sys
 from typing import Any, Callable, Dict, Optional
 
 from ..spec import TaskSpec
-from .payload import PAYLOAD_IN, PAYLOAD_OUT, TRAMPOLINE_COMMAND, Links
+from .payload import TRAMPOLINE_COMMAND, Links
 from .staging import link_inputs_command
 
 #: Seconds a service task may take to come up (task_description 'startup_timeout').
@@ -46,8 +46,8 @@ def describe_task(rp: Any, uid: str, task: TaskSpec, options: Dict[str, Any], li
     ``options`` are the task's options with staging directives resolved;
     ``links`` the producer sandboxes whose files it gets (implicit data).
     Function tasks go to a RAPTOR master chosen by ``pick_master`` (None:
-    no RAPTOR), else through the trampoline; their call (payload) is
-    attached at submission.
+    no RAPTOR), else through the trampoline; their call is attached at
+    submission (:func:`.payload.attach_call`, :func:`.payload.raptor_function`).
     """
     name = task.name
     is_function = task.function is not None
@@ -69,8 +69,7 @@ def describe_task(rp: Any, uid: str, task: TaskSpec, options: Dict[str, Any], li
         kind = TaskKind.FUNCTION
         td.mode = rp.TASK_EXECUTABLE
         td.executable = sys.executable
-        td.arguments = ['-c', TRAMPOLINE_COMMAND, PAYLOAD_IN, PAYLOAD_OUT]
-        td.stage_on_error = True
+        td.arguments = ['-c', TRAMPOLINE_COMMAND]       # the call: attach_call
     else:
         command = task.command
         if not isinstance(command, str) or not command.strip():

@@ -8,13 +8,13 @@ turns a FAILED RP task into the exception the engine reports.
 from __future__ import annotations
 
 import os
-from typing import Any, Optional, Tuple
+from typing import Any, Tuple
 
 from ....errors import BackendError, TaskExecutionError
 from .._command import STDERR_TAIL, command_failure, read_tail
 from ..spec import CommandResult, TaskSpec
 from .describe import TaskKind
-from .payload import load_outcome, raptor_outcome
+from .payload import load_outcome, outcome_blob, raptor_outcome
 
 #: RP keeps only the last 1024 characters of stdout/stderr in the task.
 _RP_TAIL_MARK = '[... CONTENT SHORTENED ...]'
@@ -56,15 +56,14 @@ def _output_file(rp_task: Any, sandbox: str, stream: str, suffix: str) -> str:
 
 
 def function_outcome(kind: TaskKind, task: TaskSpec, rp_task: Any,
-                     result_file: Optional[str], sandbox: str) -> Tuple[bool, Any]:
+                     sandbox: str) -> Tuple[bool, Any]:
     """(True, value) or (False, exception) of a function task."""
     name = task.name
     try:
         if kind is TaskKind.RAPTOR_FUNCTION:
             blob = raptor_outcome(rp_task.return_value)
         else:
-            with open(result_file, 'rb') as f:
-                blob = f.read()
+            blob = outcome_blob(text(rp_task.stdout), sandbox)
         return load_outcome(blob, task)
     except Exception as exc:
         stderr = text(rp_task.stderr).strip()
@@ -88,7 +87,7 @@ def failure(kind: TaskKind, task: TaskSpec, rp_task: Any, sandbox: str) -> BaseE
             command=error.command, exit_code=error.exit_code, stderr=error.stderr,
             stdout=error.stdout)
     if kind is TaskKind.RAPTOR_FUNCTION and rp_task.return_value:
-        ok, value = function_outcome(kind, task, rp_task, None, sandbox)
+        ok, value = function_outcome(kind, task, rp_task, sandbox)
         return value if not ok else BackendError(
             f"function task '{name}' returned but RADICAL-Pilot marked it FAILED")
     detail = rp_task.exception or ''

@@ -1,11 +1,11 @@
 """RAPTOR worker classes for the function tasks of RadicalExecutionBackend.
 
 RADICAL-Pilot's ``DefaultWorker`` runs every function task in processes it
-forks for that task; a task of this backend calls
-:func:`.payload._raptor_entry`, so each of those processes imported
-``radical.asyncflow`` and ``dill`` anew (about 0.3 s of CPU per task).  The
-classes here are RP's own workers with those imports done once, in the
-worker: the forked processes inherit them.
+forks for that task; a task of this backend unpickles its function with
+``dill``, so each of those processes imported ``dill`` anew.  The classes
+here are RP's own workers with that import done once, in the worker: the
+forked processes inherit it.  (The task's function, :data:`.payload.PILOT_CODE`,
+travels by value: the worker needs nothing of radical.asyncflow.)
 
 :class:`AsyncflowDefaultWorker` also closes a start-up race of RP 1.103's
 ``DefaultWorker``: it subscribes to the master's requests before it has
@@ -24,12 +24,10 @@ import threading
 import dill  # noqa: F401  (inherited by the forked task processes)
 import radical.pilot as rp
 
-from radical.asyncflow.backends.execution.radical_pilot import payload  # noqa: F401
-
 
 class AsyncflowDefaultWorker(rp.raptor.DefaultWorker):
-    """RP's DefaultWorker, with radical.asyncflow's payload runner imported and
-    requests held until the worker is set up."""
+    """RP's DefaultWorker, with dill imported and requests held until the
+    worker is set up."""
 
     def __init__(self, raptor_id: str) -> None:
         self._set_up = threading.Event()
@@ -42,4 +40,4 @@ class AsyncflowDefaultWorker(rp.raptor.DefaultWorker):
 
 
 class AsyncflowMPIWorker(rp.raptor.MPIWorker):
-    """RP's MPIWorker, with radical.asyncflow's payload runner imported."""
+    """RP's MPIWorker, with dill imported."""

@@ -35,7 +35,6 @@ class Submitted:
     reporter: Reporter
     kind: TaskKind
     rp_uid: str
-    result_file: Optional[str] = None       # function tasks: where the outcome lands
     master: Optional[str] = None            # raptor function tasks
     startup_timeout: float = SERVICE_STARTUP_TIMEOUT
     phase: Phase = Phase.SUBMITTED
