@@ -244,22 +244,13 @@ class RadicalExecutionBackend(ExecutionBackend):
 
     @property
     def cores(self) -> int:
-        """Cores the pilot's agent schedules on (RP rounds up to whole nodes)."""
-        return self._count('cores')
+        """Cores the pilots' agents schedule on (RP rounds up to whole nodes)."""
+        return self._pilots.count('cores')
 
     @property
     def gpus(self) -> int:
-        """GPUs the pilot's agent schedules on."""
-        return self._count('gpus')
-
-    def _count(self, what: str) -> int:
-        total = 0
-        for pilot in self._pilots.alive:
-            try:
-                total += sum(len(node[what]) for node in pilot.resource_details['node_list'])
-            except Exception:
-                total += int(pilot.description.get(what) or 0)
-        return total
+        """GPUs the pilots' agents schedule on."""
+        return self._pilots.count('gpus')
 
     @property
     def tasks_per_node(self) -> Dict[str, int]:

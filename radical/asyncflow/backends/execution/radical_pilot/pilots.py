@@ -99,6 +99,16 @@ class Pilots:
         with self._lock:
             return [p for p in self.all if p.state not in self._rp.FINAL]
 
+    def count(self, what: str) -> int:
+        """Cores or GPUs of the pilots not ended, as their agents see them."""
+        total = 0
+        for pilot in self.alive:
+            try:
+                total += sum(len(node[what]) for node in pilot.resource_details['node_list'])
+            except Exception:
+                total += int(pilot.description.get(what) or 0)
+        return total
+
     def uid_for(self, choice: Any, task_name: str) -> str:
         """The pilot a task runs on: the one it pins itself to (an index into the
         pilots given, 0 = the first, or a pilot uid), else the next that runs."""
