@@ -146,3 +146,37 @@ async def test_a_pilot_at_its_runtime_is_replaced(tmp_path):
         await engine.shutdown(skip_execution_backend=True)
     finally:
         await run(backend.shutdown())
+
+
+FAILING_DRIVER = '''
+import asyncio
+from radical.asyncflow import RadicalExecutionBackend, WorkflowEngine
+
+async def main():
+    backend = await RadicalExecutionBackend({'resource': 'local.localhost', 'cores': 2,
+                                             'runtime': 30, 'sandbox': %(dir)r},
+                                            work_dir=%(dir)r, replace_pilots=True)
+    engine = await WorkflowEngine.create(backend=backend, progress=False)
+
+    @engine.executable_task
+    async def broken():
+        return 'exit 3'
+
+    await broken()          # raises: neither shutdown() is reached
+
+asyncio.run(main())
+'''
+
+
+def test_a_driver_that_raises_does_not_hang_on_its_pilot(tmp_path):
+    """RP's threads kept the process alive (and the pilot its cores, for its whole
+    runtime) when the event loop ended before shutdown(); now the backend closes
+    its session when the loop that started it ends."""
+    import subprocess
+    import sys
+    driver = tmp_path / 'driver.py'
+    driver.write_text(FAILING_DRIVER % {'dir': str(tmp_path)})
+    proc = subprocess.run([sys.executable, str(driver)], cwd=tmp_path, capture_output=True,
+                          text=True, timeout=WAIT)
+    assert proc.returncode == 1, proc.stderr[-3000:]
+    assert "TaskExecutionError: executable task 'broken'" in proc.stderr, proc.stderr[-3000:]

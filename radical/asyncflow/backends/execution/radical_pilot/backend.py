@@ -64,7 +64,7 @@ from .payload import attach_call, raptor_function
 from .raptor import (Raptor, check_mpi_function, parse_raptor_config, submit_master,
                      worker_descriptions)
 from .pilots import Pilots, pilot_descriptions
-from .session import close_session, prepare_environment, stop_tasks
+from .session import close_session, close_when_the_loop_ends, prepare_environment, stop_tasks
 from .staging import capture_stdio, export_from_sandbox, fetch, task_inputs
 from .tasks import Phase, Submitted, SubmittedTasks
 
@@ -132,6 +132,7 @@ class RadicalExecutionBackend(ExecutionBackend):
         self._pilots = Pilots(rp, ru, descriptions, replace_pilots, startup_timeout)
         self.pilot_sandbox: Optional[str] = None        # the first pilot's, on the resource
         self._state = 'NEW'
+        self._loop_guard: Optional[asyncio.Task] = None
         self._abort = threading.Event()
         self._tasks = SubmittedTasks()
         self._raptors: Dict[str, Raptor] = {}          # master uid -> raptor
@@ -161,6 +162,7 @@ class RadicalExecutionBackend(ExecutionBackend):
                                    f'{self.startup_timeout:.0f} s') from None
             raise
         self._state = 'RUNNING'
+        self._loop_guard = close_when_the_loop_ends(self._abandoned)
 
     def _start(self, deadline: float) -> None:
         """Open the session, start the pilot and the raptors (runs in a thread)."""
@@ -218,18 +220,34 @@ class RadicalExecutionBackend(ExecutionBackend):
         """The uids of the pilots that ended while the backend ran."""
         return list(self._pilots.lost)
 
-    async def shutdown(self) -> None:
+    def _begin_stopping(self) -> bool:
+        """No new pilot, no start-up, unfinished tasks cancelled; False if stopping already."""
         if self._state in ('STOPPING', 'STOPPED'):
-            return
+            return False
         self._state = 'STOPPING'
         self._pilots.stop()
         self._abort.set()
         for sub in self._tasks.unfinished():
             self._tasks.finish(sub, lambda sub=sub: sub.reporter.cancelled(sub.spec))
+        return True
+
+    async def shutdown(self) -> None:
+        if not self._begin_stopping():
+            return
+        if self._loop_guard is not None:
+            self._loop_guard.cancel()
         await asyncio.shield(_in_thread(self._close, name='asyncflow-rp-close'))
         for watcher in self._watchers:
             watcher.join(timeout=1.0)
         self._state = 'STOPPED'
+
+    def _abandoned(self) -> None:
+        """The event loop ends before shutdown() (the driver raised, or forgot it):
+        close here, or RP's threads keep the process alive and its pilots the nodes."""
+        if self._begin_stopping():
+            log.warning('the event loop ended before shutdown(): closing the RP session')
+            self._close()
+            self._state = 'STOPPED'
 
     def _close(self) -> None:
         """Close the session, then make sure none of its processes is left."""
@@ -426,23 +444,8 @@ class RadicalExecutionBackend(ExecutionBackend):
 
     def _watch_service(self, sub: Submitted, rp_task: Any) -> None:
         """Report the service DONE (its info as stdout) once RP says it is up."""
-        def wait_until_up() -> None:
-            try:
-                info = rp_task.wait_info(timeout=sub.startup_timeout + 30)
-            except Exception as exc:
-                if rp_task.state in self._rp.FINAL:
-                    return                  # its final state is reported by _on_rp_state
-                error = BackendError(f"service '{sub.spec.name}' did not come up within "
-                                     f'{sub.startup_timeout:.0f} s: {exc}')
-                if self._tasks.finish(sub, lambda: sub.reporter.failed(sub.spec, error)) \
-                        and self.tmgr is not None:
-                    self.tmgr.cancel_tasks([sub.rp_uid])
-                return
-            stdout = info if isinstance(info, str) else str(info)
-            self._tasks.finish(sub, lambda: sub.reporter.done(sub.spec, stdout))
-
-        watcher = threading.Thread(target=wait_until_up, daemon=True,
-                                   name=f'asyncflow-rp-service-{sub.rp_uid}')
+        watcher = threading.Thread(target=_wait_until_up, args=(self, sub, rp_task),
+                                   daemon=True, name=f'asyncflow-rp-service-{sub.rp_uid}')
         self._watchers.append(watcher)
         watcher.start()
 
@@ -510,3 +513,20 @@ def _in_thread(func: Callable, *args: Any, name: str) -> 'asyncio.Future':
 
     threading.Thread(target=run, daemon=True, name=name).start()
     return future
+
+
+def _wait_until_up(backend: RadicalExecutionBackend, sub: Submitted, rp_task: Any) -> None:
+    """A service task's watcher thread: DONE once RP says the service is up."""
+    try:
+        info = rp_task.wait_info(timeout=sub.startup_timeout + 30)
+    except Exception as exc:
+        if rp_task.state in backend._rp.FINAL:
+            return                  # its final state is reported by _on_rp_state
+        error = BackendError(f"service '{sub.spec.name}' did not come up within "
+                             f'{sub.startup_timeout:.0f} s: {exc}')
+        if backend._tasks.finish(sub, lambda: sub.reporter.failed(sub.spec, error)) \
+                and backend.tmgr is not None:
+            backend.tmgr.cancel_tasks([sub.rp_uid])
+        return
+    stdout = info if isinstance(info, str) else str(info)
+    backend._tasks.finish(sub, lambda: sub.reporter.done(sub.spec, stdout))

@@ -26,6 +26,14 @@ from .session import pilot_description, pilot_diagnostics
 
 log = logging.getLogger('radical.asyncflow.radical')
 
+#: The last part of a pilot's runtime (this fraction, at most END_MARGIN_MAX
+#: seconds): the pilot gets no new task while another pilot can take it (its
+#: batch job may already be ending, and a task placed then fails at once:
+#: "srun: Job/step already completing"), and with replace_pilots=True its
+#: replacement starts then, so that it is up when the pilot ends.
+END_MARGIN = 0.2
+END_MARGIN_MAX = 600.0
+
 
 class Pilots:
     """The pilots of one backend, as they come and go."""
@@ -45,6 +53,9 @@ class Pilots:
         #: Pilots that ended while the backend ran, and the replacements started.
         self.lost: List[str] = []
         self.replacements = 0
+        self._replaced: set = set()
+        #: uid -> when (time.monotonic) the pilot enters the end of its runtime.
+        self._ending_from: Dict[str, float] = {}
         self.pmgr: Any = None
         self.tmgr: Any = None
         self.session: Any = None
@@ -77,6 +88,7 @@ class Pilots:
         while True:
             state = pilot.state
             if state == rp.PMGR_ACTIVE:
+                self._note_active(pilot)
                 return
             if state in final:
                 raise BackendError(f'RadicalExecutionBackend: pilot {pilot.uid} on '
@@ -131,19 +143,44 @@ class Pilots:
         return uid
 
     def _next(self, task_name: str) -> str:
-        # RP fails a lost pilot's tasks before it calls the PilotManager's
-        # callbacks: a retry can get here first, and must find the replacement
         for pilot in list(self.all):
             if pilot.state in self._rp.FINAL:
+                # RP fails a lost pilot's tasks before it calls the PilotManager's
+                # callbacks: a retry can get here first, and must find the replacement
                 self._on_pilot_state(pilot, pilot.state)
+            elif self.replace and self._ending(pilot.uid):
+                self._replace_early(pilot)
         with self._lock:
             running = [p.uid for p in self.all if p.uid not in self.lost
                        and p.state not in self._rp.FINAL]
+            fresh = [uid for uid in running if not self._ending(uid)] or running
             self._turn += 1
         if not running:
             raise BackendError(f"task '{task_name}': no pilot runs any more "
                                f"({self.describe()}); replace_pilots=True starts new ones")
-        return running[self._turn % len(running)]
+        return fresh[self._turn % len(fresh)]
+
+    def _note_active(self, pilot: Any) -> None:
+        """A pilot is active: from when on it counts as ending (see END_MARGIN)."""
+        try:
+            runtime = float(pilot.description.get('runtime') or 0) * 60
+        except (AttributeError, TypeError, ValueError):
+            runtime = 0.0
+        if runtime > 0:
+            with self._lock:
+                self._ending_from.setdefault(
+                    pilot.uid, time.monotonic() + runtime - min(END_MARGIN * runtime,
+                                                                END_MARGIN_MAX))
+
+    def _ending(self, uid: str) -> bool:
+        return self._ending_from.get(uid, float('inf')) <= time.monotonic()
+
+    def _replace_early(self, pilot: Any) -> None:
+        with self._lock:
+            if self._stopping or pilot.uid in self._replaced:
+                return
+            log.warning('pilot %s nears the end of its runtime', pilot.uid)
+            self._replace(pilot)
 
     def stop(self) -> None:
         """The backend shuts down: pilots ending now are not lost, nor replaced."""
@@ -151,6 +188,8 @@ class Pilots:
 
     def _on_pilot_state(self, pilot: Any, state: str) -> Optional[bool]:
         try:
+            if state == self._rp.PMGR_ACTIVE:
+                self._note_active(pilot)
             if state not in self._rp.FINAL or self._stopping:
                 return True
             # the replacement is started under the lock: a retry that finds no
@@ -161,7 +200,7 @@ class Pilots:
                 self.lost.append(pilot.uid)
                 log.warning('pilot %s on %s ended %s while the backend runs; its '
                             'unfinished tasks fail', pilot.uid, pilot.resource, state)
-                if self.replace:
+                if self.replace and pilot.uid not in self._replaced:
                     self._replace(pilot)
             try:
                 self.tmgr.remove_pilots(pilot.uid)
@@ -174,6 +213,7 @@ class Pilots:
 
     def _replace(self, pilot: Any) -> None:
         """Start a pilot of the same description (it becomes active in the background)."""
+        self._replaced.add(pilot.uid)
         replacement = self._submit(self._description_of[pilot.uid])
         self.replacements += 1
         log.warning('pilot %s replaces %s', replacement.uid, pilot.uid)

@@ -7,13 +7,14 @@ session so that none of its processes is left running.
 
 from __future__ import annotations
 
+import asyncio
 import logging
 import os
 import signal
 import sys
 import threading
 import time
-from typing import Any, Dict, List
+from typing import Any, Callable, Dict, List
 
 from ....errors import BackendError
 from ....radical_compat import cancel_pilots
@@ -94,6 +95,20 @@ def pilot_diagnostics(ru: Any, pilot: Any, rp_session: Any) -> str:
         missing = '' if os.path.isdir(sandbox) else ' (never created: the pilot was not launched)'
         where = f'\npilot sandbox: {sandbox}{missing}'
     return where + ('\n' + '\n'.join(parts) if parts else '')
+
+
+def close_when_the_loop_ends(close: Callable[[], None]) -> 'asyncio.Task[None]':
+    """A task that calls ``close`` when it is cancelled: ``asyncio.run`` cancels
+    the tasks left when its coroutine ends, and a backend's shutdown() cancels
+    it after it has begun to stop (``close`` then has nothing to do)."""
+    async def wait_for_the_end() -> None:
+        try:
+            await asyncio.Event().wait()
+        except asyncio.CancelledError:
+            close()
+            raise
+    return asyncio.get_running_loop().create_task(wait_for_the_end(),
+                                                  name='asyncflow-rp-loop-guard')
 
 
 def stop_tasks(rp: Any, tmgr: Any) -> None:
