@@ -529,7 +529,7 @@ TWO_PILOTS_DRIVER = textwrap.dedent('''
     import asyncio, json, sys
     from radical.asyncflow import RadicalExecutionBackend, WorkflowEngine
 
-    PILOT = {'resource': 'asyncflow.slurm', 'nodes': 1, 'runtime': 15}
+    PILOT = {'resource': 'asyncflow.slurm', 'cores': 2, 'runtime': 15}
 
     async def main():
         backend = await RadicalExecutionBackend([PILOT, PILOT])
@@ -609,3 +609,56 @@ def test_two_pilots_one_lost_mid_run(cluster, env, tmp_path, report):
                                'resilient ran on': counts(p for _, p in resilient),
                                'fragile': fragile[:160],
                                'wall s': round(time.monotonic() - started, 1)}
+
+
+#: Two pilots of two minutes each with replace_pilots=True, and two chains of
+#: steps that need about four minutes: the campaign outlives both pilots.
+REPLACED_PILOTS_DRIVER = textwrap.dedent('''
+    import asyncio, json
+    from radical.asyncflow import RadicalExecutionBackend, WorkflowEngine
+
+    PILOT = {'resource': 'asyncflow.slurm', 'cores': 2, 'runtime': 2}
+
+    async def main():
+        backend = await RadicalExecutionBackend([PILOT, PILOT], replace_pilots=True)
+        engine = await WorkflowEngine.create(backend=backend)
+        first = [p.uid for p in backend.pilots]
+
+        @engine.executable_task(retries=3, retry_backoff=0)
+        async def step(chain, i, *after):
+            return 'sleep 15; echo "$SLURMD_NODENAME $RP_PILOT_ID"'
+
+        chains = []
+        for chain in range(2):
+            last = None
+            for i in range(14):
+                last = step(chain, i) if last is None else step(chain, i, last)
+                chains.append(last)
+        ran = [out.split() for out in await asyncio.gather(*chains)]
+        print('FIRST', json.dumps(first), flush=True)
+        print('RAN', json.dumps(ran), flush=True)
+        print('LOST', json.dumps(backend.lost_pilots), flush=True)
+        print('ALL', json.dumps([p.uid for p in backend.pilots]), flush=True)
+        await engine.shutdown()
+
+    asyncio.run(main())
+''')
+
+
+def test_pilots_at_their_runtime_are_replaced(cluster, env, tmp_path, report):
+    driver = write(tmp_path, 'replaced.py', REPLACED_PILOTS_DRIVER)
+    started = time.monotonic()
+    proc = subprocess.run([*CLI, str(driver)], env=env, cwd=tmp_path, capture_output=True,
+                          text=True, timeout=RP_JOB_TIMEOUT)
+    out = proc.stdout + proc.stderr
+    assert proc.returncode == 0, out[-4000:]
+    first, ran = json_line(out, 'FIRST'), json_line(out, 'RAN')
+    lost, every = json_line(out, 'LOST'), json_line(out, 'ALL')
+    assert set(first) <= set(lost), out[-4000:]              # both reached their runtime
+    replacements = [p for p in every if p not in first]
+    assert replacements, out[-4000:]
+    assert len(ran) == 28 and all(len(r) == 2 for r in ran), out[-4000:]
+    assert {p for _, p in ran} & set(replacements), out[-4000:]   # went on on the new ones
+    report['f: replaced pilots'] = {'pilots': every, 'lost': lost,
+                                    'steps per pilot': counts(p for _, p in ran),
+                                    'wall s': round(time.monotonic() - started, 1)}
