@@ -160,7 +160,7 @@ async def test_the_raptor_entry_passes_the_communicator_as_comm():
     for func, expected in ((takes, (5, 3)), (ignores, 5)):
         spec = spec_from_dict({'uid': 'f.1', 'name': 'f', 'function': func, 'args': (5,)})
         # what RP's workers unpack: RP's MPIWorker puts the communicator into comm=None
-        entry, args, kwargs = rp.PythonTask.get_func_attr(payload.raptor_function(rp, spec, ()))
+        entry, args, kwargs = rp.PythonTask.get_func_attr(payload.raptor_function(spec, ()))
         assert kwargs == {'comm': None}
         returned = await entry(*args, comm=Comm())
         assert returned.startswith('3:')

@@ -100,6 +100,11 @@ async def test_a_lost_pilot_fails_only_its_tasks_and_retries_finish_elsewhere(tm
 
         # a resume repeats nothing that finished: only the failed task runs again
         ran = marks.read_text().splitlines()
+        # each task that finished ran to its end once: the tasks of the pilot that
+        # lived on were not failed with the lost one's (RP 1.103 failed them all,
+        # and a retry would have run them a second time)
+        assert sorted(ran) == sorted(['quick 0', 'quick 1', 'fragile 1',
+                                      *[f'resilient {i}' for i in range(4)]]), ran
         again = await WorkflowEngine.create(backend=backend, journal=journal, progress=False)
 
         @again.executable_task(retries=1, retry_backoff=0)
