@@ -331,6 +331,19 @@ class SlurmCluster:
 
     # ---------------------------------------------------------------- clients
 
+    def client_env(self, radical_config_dir: str, pilot_timeout: float) -> Dict[str, str]:
+        """A client of this cluster outside any job: no job variables of an enclosing
+        allocation, RP configs in ``radical_config_dir``, no task profile."""
+        environ = {k: v for k, v in self.env.items()
+                   if not k.startswith(('SLURM_JOB', 'SLURM_STEP', 'PBS_', 'RADICAL_ASYNCFLOW_'))
+                   and k not in ('SLURM_JOBID', 'SLURM_NODELIST', 'SLURM_CPUS_ON_NODE')}
+        environ.update({'SLURM_CONF': self.conf,
+                        'RADICAL_CONFIG_USER_DIR': radical_config_dir,
+                        'RADICAL_ASYNCFLOW_PROFILE': 'False',
+                        'RADICAL_ASYNCFLOW_PILOT_TIMEOUT': str(pilot_timeout),
+                        'PYTHONUNBUFFERED': '1'})
+        return environ
+
     def run(self, argv: List[str], check: bool = True, timeout: float = 30, **kw) -> str:
         """Run a SLURM client command against this cluster; its stdout."""
         proc = subprocess.run(argv, env=kw.pop('env', self.env), capture_output=True,

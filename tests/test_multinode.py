@@ -186,15 +186,7 @@ def report(cluster):
 @pytest.fixture(scope='module')
 def env(cluster, tmp_path_factory):
     """A client of the cluster; RP configs in a temporary directory."""
-    environ = {k: v for k, v in cluster.env.items()
-               if not k.startswith(('SLURM_JOB', 'SLURM_STEP', 'PBS_', 'RADICAL_ASYNCFLOW_'))
-               and k not in ('SLURM_JOBID', 'SLURM_NODELIST', 'SLURM_CPUS_ON_NODE')}
-    environ.update({'SLURM_CONF': cluster.conf,
-                    'RADICAL_CONFIG_USER_DIR': str(tmp_path_factory.mktemp('radical-config')),
-                    'RADICAL_ASYNCFLOW_PROFILE': 'False',
-                    'RADICAL_ASYNCFLOW_PILOT_TIMEOUT': str(PILOT_TIMEOUT),
-                    'PYTHONUNBUFFERED': '1'})
-    return environ
+    return cluster.client_env(str(tmp_path_factory.mktemp('radical-config')), PILOT_TIMEOUT)
 
 
 def write(directory, name, text):

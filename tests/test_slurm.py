@@ -91,15 +91,7 @@ CHAIN_DRIVER = textwrap.dedent('''
 @pytest.fixture
 def env(slurm_cluster, tmp_path):  # noqa: F811
     """A client of the test cluster; RP configs in tmp_path, not in ~/.radical."""
-    environ = {k: v for k, v in slurm_cluster.env.items()
-               if not k.startswith(('SLURM_JOB', 'SLURM_STEP', 'PBS_', 'RADICAL_ASYNCFLOW_'))
-               and k not in ('SLURM_JOBID', 'SLURM_NODELIST', 'SLURM_CPUS_ON_NODE')}
-    environ.update({'SLURM_CONF': slurm_cluster.conf,
-                    'RADICAL_CONFIG_USER_DIR': str(tmp_path / 'radical-config'),
-                    'RADICAL_ASYNCFLOW_PROFILE': 'False',
-                    'RADICAL_ASYNCFLOW_PILOT_TIMEOUT': str(PILOT_TIMEOUT),
-                    'PYTHONUNBUFFERED': '1'})
-    return environ
+    return slurm_cluster.client_env(str(tmp_path / 'radical-config'), PILOT_TIMEOUT)
 
 
 def write(tmp_path, name, text):
