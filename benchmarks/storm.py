@@ -48,6 +48,8 @@ import threading
 import time
 from typing import Any, Dict, List, Optional, Sequence
 
+# the memory probes of benchmarks/engine.py (this directory is on sys.path)
+from engine import _peak_since_reset, _reset_peak, _rss_now
 from radical.asyncflow.backends.execution.base import ExecutionBackend, Session
 from radical.asyncflow.constants import StateMapper
 
@@ -128,27 +130,10 @@ class StormBackend(ExecutionBackend):
 
 # ----------------------------------------------------------- one measurement
 
-def _rss_now() -> int:
-    with open('/proc/self/statm') as f:
-        return int(f.read().split()[1]) * os.sysconf('SC_PAGE_SIZE')
-
-
-def _reset_peak() -> bool:
-    try:
-        with open('/proc/self/clear_refs', 'w') as f:
-            f.write('5')
-        return True
-    except OSError:
-        return False
-
-
 def _peak_rss(reset: bool) -> int:
-    if reset:
-        with open('/proc/self/status') as f:
-            for line in f:
-                if line.startswith('VmHWM:'):
-                    return int(line.split()[1]) * 1024
-    return resource.getrusage(resource.RUSAGE_SELF).ru_maxrss * 1024
+    peak = _peak_since_reset() if reset else None
+    return peak if peak is not None else \
+        resource.getrusage(resource.RUSAGE_SELF).ru_maxrss * 1024
 
 
 class LatencyProbe:
