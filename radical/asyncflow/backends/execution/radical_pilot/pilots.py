@@ -144,6 +144,8 @@ class Pilots:
 
     def _next(self, task_name: str) -> str:
         for pilot in list(self.all):
+            if pilot.uid in self.lost:
+                continue
             if pilot.state in self._rp.FINAL:
                 # RP fails a lost pilot's tasks before it calls the PilotManager's
                 # callbacks: a retry can get here first, and must find the replacement
