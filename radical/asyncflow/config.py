@@ -60,11 +60,14 @@ from dataclasses import dataclass, field
 from typing import Any, Dict, List, Mapping, Optional
 
 from .backends import registry
-from .journal import ENV_JOURNAL
+from .core.context import BackendChoice, RunContext
+from .errors import UsageValueError
 
 ENV_BACKEND = 'RADICAL_ASYNCFLOW_BACKEND'
 ENV_RESOURCES = 'RADICAL_ASYNCFLOW_RESOURCES'
 ENV_CONFIG = 'RADICAL_ASYNCFLOW_CONFIG'
+#: The campaign journal of a run (``radical-asyncflow-run --resume``).
+ENV_JOURNAL = 'RADICAL_ASYNCFLOW_JOURNAL'
 
 #: The names --backend and RADICAL_ASYNCFLOW_BACKEND take (the backend registry's).
 BACKEND_NAMES = registry.names()
@@ -78,7 +81,7 @@ _TOP_KEYS = ('backend', 'resources', 'backends', 'work_dir', 'resume', 'quiet', 
 ENV_BACKENDS = 'RADICAL_ASYNCFLOW_BACKENDS'
 
 
-class ConfigError(ValueError):
+class ConfigError(UsageValueError):
     """A setting is malformed; the message names it and says what is expected."""
 
 
@@ -278,16 +281,34 @@ class BackendConfig:
 
     def __post_init__(self) -> None:
         if self.kind not in BACKEND_NAMES:
-            raise ValueError(f"unknown backend {self.kind!r}: choose one of "
-                             f"{', '.join(BACKEND_NAMES)}")
+            raise UsageValueError(f"unknown backend {self.kind!r}: choose one of "
+                                  f"{', '.join(BACKEND_NAMES)}")
         if not isinstance(self.resources, dict):
-            raise ValueError(f'backend resources must be a JSON object, '
-                             f'not {type(self.resources).__name__}')
+            raise UsageValueError(f'backend resources must be a JSON object, '
+                                  f'not {type(self.resources).__name__}')
         self.name = self.name or self.kind
 
     def as_json(self) -> Dict[str, Any]:
         """The entry of this backend in ``RADICAL_ASYNCFLOW_BACKENDS``."""
         return {'name': self.name, 'type': self.kind, 'resources': self.resources}
+
+    def choice(self) -> BackendChoice:
+        """The backend to build, as the engine takes it."""
+        return BackendChoice(self.kind, dict(self.resources), self.name)
+
+
+def chosen_backends() -> Optional[List[BackendChoice]]:
+    """The backends ``WorkflowEngine.create()`` without a backend builds here: those
+    ``radical-asyncflow-run`` chose for this run, else those the environment or the
+    config file it names choose; None where nothing chose any.
+
+    A driver that makes its own backend unless one was chosen for it asks this.
+    """
+    run = RunContext.current()
+    if run is not None and run.settings.backends is not None:
+        return list(run.settings.backends)
+    configured = configured_backends()
+    return [cfg.choice() for cfg in configured] if configured else None
 
 
 def configured_backends(environ: Optional[Mapping[str, str]] = None
@@ -307,5 +328,6 @@ def configured_backends(environ: Optional[Mapping[str, str]] = None
 __all__: List[str] = [
     'ENV_BACKEND', 'ENV_RESOURCES', 'ENV_BACKENDS', 'ENV_JOURNAL', 'ENV_CONFIG',
     'BACKEND_NAMES', 'Settings', 'ConfigError', 'BackendConfig', 'configured_backends',
+    'chosen_backends',
     'load_config_file',
     'settings_from_env', 'parse_resources']

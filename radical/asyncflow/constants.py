@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import enum
 from typing import Any, ClassVar, Dict, Tuple, Union
+from .errors import UsageValueError
 
 
 class TasksMainStates(enum.Enum):
@@ -19,6 +20,8 @@ class TasksMainStates(enum.Enum):
     FAILED = 'FAILED'
     CANCELED = 'CANCELED'
     RUNNING = 'RUNNING'
+    #: The other spelling (``future.state`` says CANCELLED).
+    CANCELLED = 'CANCELED'
 
 
 _MAIN_STATE_ARGS = {
@@ -41,6 +44,13 @@ def _backend_key(backend: Any) -> str:
     return name
 
 
+def _states(done: Any, failed: Any, canceled: Any, running: Any,
+            extra: Dict[str, Any]) -> Dict[str, Any]:
+    states = {'DONE': done, 'FAILED': failed, 'CANCELED': canceled, 'RUNNING': running}
+    states.update({k.upper(): v for k, v in extra.items()})
+    return states
+
+
 class StateMapper:
     """Maps one backend's state values to and from :class:`TasksMainStates`.
 
@@ -54,12 +64,31 @@ class StateMapper:
     def __init__(self, backend: Union[str, Any]) -> None:
         key = _backend_key(backend)
         if key not in self._registry:
-            raise ValueError(
+            raise UsageValueError(
                 f"no task states registered for backend {key!r}: call "
                 f"StateMapper.register_backend_states({key!r}, done_state=..., "
                 f"failed_state=..., canceled_state=..., running_state=...) first")
+        self._set_states(key, self._registry[key])
+
+    @classmethod
+    def of(cls, backend: Union[str, Any], done_state: Any, failed_state: Any,
+           canceled_state: Any, running_state: Any, **extra: Any) -> 'StateMapper':
+        """A mapper with these values for ``backend``, without registering them
+        (how a backend makes its own mapper: the registry is the programs')."""
+        mapper = cls.__new__(cls)
+        mapper._set_states(_backend_key(backend),
+                           _states(done_state, failed_state, canceled_state, running_state,
+                                   extra))
+        return mapper
+
+    @classmethod
+    def defaults(cls, backend: Union[str, Any]) -> 'StateMapper':
+        """A mapper whose values are the main states' own names."""
+        return cls.of(backend, **{arg: main.value for main, arg in _MAIN_STATE_ARGS.items()})
+
+    def _set_states(self, key: str, states: Dict[str, Any]) -> None:
         self.backend_name = key
-        self._by_name = dict(self._registry[key])
+        self._by_name = dict(states)
         # Plain attributes: ``mapper.DONE`` is read on every state report, and
         # a lookup that falls through to __getattr__ costs an exception.
         self.__dict__.update(self._by_name)
@@ -77,10 +106,8 @@ class StateMapper:
 
         Extra keyword states (``INITIAL='new'``...) become attributes too.
         """
-        states = {'DONE': done_state, 'FAILED': failed_state,
-                  'CANCELED': canceled_state, 'RUNNING': running_state}
-        states.update({k.upper(): v for k, v in extra.items()})
-        cls._registry[_backend_key(backend)] = states
+        cls._registry[_backend_key(backend)] = _states(done_state, failed_state,
+                                                       canceled_state, running_state, extra)
 
     @classmethod
     def register_backend_states_with_defaults(cls, backend: Union[str, Any]) -> None:
@@ -107,8 +134,8 @@ class StateMapper:
         try:
             return self._to_main[backend_state]
         except (KeyError, TypeError):
-            raise ValueError(f"unknown state {backend_state!r} for backend "
-                             f"{self.backend_name!r}") from None
+            raise UsageValueError(f"unknown state {backend_state!r} for backend "
+                                  f"{self.backend_name!r}") from None
 
     def get_backend_state(self, main_state: Union[TasksMainStates, str]) -> Any:
         """The backend value for a main state."""

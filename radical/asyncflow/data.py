@@ -11,6 +11,7 @@ from __future__ import annotations
 
 import os
 from urllib.parse import urlparse
+from .errors import UsageTypeError, UsageValueError
 
 URL_SCHEMES = frozenset({'http', 'https', 'ftp', 'file', 's3', 'gs', 'sftp',
                          'ssh', 'gsiftp', 'globus', 'pilot', 'client',
@@ -24,11 +25,11 @@ class File:
 
     def __init__(self, filename: 'str | os.PathLike[str]') -> None:
         if not isinstance(filename, (str, os.PathLike)):
-            raise TypeError(f'{type(self).__name__} takes a file name or path, '
-                            f'not {type(filename).__name__}')
+            raise UsageTypeError(f'{type(self).__name__} takes a file name or path, '
+                                 f'not {type(filename).__name__}')
         filename = os.fspath(filename)
         if not filename:
-            raise ValueError(f'{type(self).__name__} needs a non-empty file name')
+            raise UsageValueError(f'{type(self).__name__} needs a non-empty file name')
         self.filename = filename
 
     @property

@@ -1,4 +1,15 @@
-"""Exceptions raised into task futures and at the API boundary."""
+"""Every exception radical.asyncflow raises on purpose, as one tree.
+
+* :class:`AsyncFlowError` is the root.
+* :class:`UsageError` and its subclasses: radical.asyncflow refused what
+  the program gave it (a bad argument, an unknown name, a call at the wrong
+  time, a journal or run directory it cannot use).  They also derive from
+  the built-in exception callers caught before (``TypeError``,
+  ``ValueError``, ``RuntimeError``, ...).  ``radical-asyncflow-run`` reports
+  them in one line with exit status 2.
+* The outcome of a workflow: :class:`DependencyFailure` :class:`TaskExecutionError`,
+  :class:`BackendError`.
+"""
 
 from __future__ import annotations
 
@@ -7,6 +18,30 @@ from typing import Iterable, Optional, Sequence
 
 class AsyncFlowError(Exception):
     """Base class of the errors radical.asyncflow raises itself."""
+
+
+class UsageError(AsyncFlowError):
+    """radical.asyncflow cannot do what the program asked; the message says what to change."""
+
+
+class UsageTypeError(UsageError, TypeError):
+    """An argument of the wrong type."""
+
+
+class UsageValueError(UsageError, ValueError):
+    """An argument of the right type with a value that cannot be used."""
+
+
+class UsageStateError(UsageError, RuntimeError):
+    """A call at a moment it cannot work (no event loop, after shutdown, ...)."""
+
+
+class InputFileError(UsageError, FileNotFoundError):
+    """An InputFile that is neither a dependency's OutputFile nor an existing path or URL."""
+
+
+class RunDirectoryExists(UsageError, FileExistsError):
+    """A run's directory exists already: each run keeps its own record."""
 
 
 class DependencyFailure(AsyncFlowError):
@@ -59,7 +94,7 @@ class BackendError(AsyncFlowError, RuntimeError):
     """A backend could not be set up or used."""
 
 
-class MissingDependencyError(AsyncFlowError, ImportError):
+class MissingDependencyError(UsageError, ImportError):
     """An optional package a backend needs is not installed."""
 
     def __init__(self, backend: str, package: str, extra: str) -> None:
@@ -77,5 +112,9 @@ def format_names(names: Iterable[str], limit: int = 5) -> str:
     return shown
 
 
-class DependencyCycleError(AsyncFlowError, RuntimeError):
+class DependencyCycleError(UsageError, RuntimeError):
     """A block waits, directly or through tasks, for its own result: a deadlock."""
+
+
+class InvalidTransition(AsyncFlowError, RuntimeError):
+    """A component was moved between states in an order that cannot happen (a bug)."""

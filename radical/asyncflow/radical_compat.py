@@ -2,7 +2,7 @@
 
 These are not part of either project's public API and may change in any
 release; each accessor here says what it relies on, and
-``tests/test_radical_compat.py`` checks all of them against the installed
+``tests/backends/test_radical_compat.py`` checks all of them against the installed
 releases, which must be among :data:`TESTED_VERSIONS`.  Nothing here imports
 radical.pilot: the callers pass the modules or objects in.
 """

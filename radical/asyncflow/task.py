@@ -8,6 +8,7 @@ RADICAL-Pilot ``TaskDescription`` with :meth:`Task.to_rp`.
 from __future__ import annotations
 
 from typing import Any, Dict
+from .errors import UsageTypeError, UsageValueError
 
 #: Keys with a fixed type; other keys pass through to the backend unchecked.
 _TYPED_KEYS: Dict[str, tuple] = {
@@ -67,8 +68,8 @@ def _check(key: str, value: Any) -> None:
         return
     if not isinstance(value, types) or isinstance(value, bool):
         names = ' or '.join(t.__name__ for t in types)
-        raise TypeError(f'Task {key} must be {names}, not {type(value).__name__}')
+        raise UsageTypeError(f'Task {key} must be {names}, not {type(value).__name__}')
     if key in _POSITIVE and value < 1:
-        raise ValueError(f'Task {key} must be at least 1, not {value}')
+        raise UsageValueError(f'Task {key} must be at least 1, not {value}')
     if key in _NON_NEGATIVE and value < 0:
-        raise ValueError(f'Task {key} must not be negative, not {value}')
+        raise UsageValueError(f'Task {key} must not be negative, not {value}')

@@ -13,19 +13,25 @@ import functools
 import inspect
 from typing import Any, Callable, Dict, List, Optional, Tuple
 
-from .data import File, InputFile, OutputFile
+from ..data import File, InputFile, OutputFile
 from .policy import TaskPolicy
-from .records import (BLOCK, EXECUTABLE, ComponentRecord, ComponentType, TaskType,
-                      _ComponentSpec, _describe_type, _TaskFuture)
+from .records import (BLOCK, EXECUTABLE, ComponentRecord, ComponentSpec, ComponentType,
+                      TaskFuture, TaskType, describe_type)
+from .routing import Routes
+from ..errors import UsageTypeError
+
+#: ``register(spec, args, kwargs) -> future``: what a call of a decorated function does.
+Register = Callable[[ComponentSpec, tuple, Dict[str, Any]], asyncio.Future]
 
 _NO_DESCRIPTION: Dict[str, Any] = {}
 #: task_description keys the engine consumes itself (besides the retry policy's).
 ROUTE_KEY = 'backend'
 
 
-def make_decorator(engine: Any, comp_type: ComponentType,
+def make_decorator(register: Register, routes: Routes, comp_type: ComponentType,
                    task_type: Optional[TaskType] = None) -> Callable:
-    """The decorator of ``engine`` for blocks (``task_type=None``) or tasks of ``task_type``."""
+    """The decorator for blocks (``task_type=None``) or tasks of ``task_type``, whose
+    calls go to ``register``; ``backend=`` names one of ``routes``."""
     what = 'block' if task_type is None else f'{task_type.value}_task'
 
     def decorator(func: Optional[Callable] = None, *, service: bool = False,
@@ -38,29 +44,31 @@ def make_decorator(engine: Any, comp_type: ComponentType,
                                      backend=backend, capture_stdio=capture_stdio)
         name = getattr(func, '__qualname__', repr(func))
         if not isinstance(service, bool):
-            raise TypeError(f"'{name}': service must be True or False, not {service!r}")
+            raise UsageTypeError(f"'{name}': service must be True or False, not {service!r}")
         if not isinstance(capture_stdio, bool):
-            raise TypeError(f"'{name}': capture_stdio must be True or False, "
-                            f"not {capture_stdio!r}")
+            raise UsageTypeError(f"'{name}': capture_stdio must be True or False, "
+                                 f"not {capture_stdio!r}")
         if capture_stdio and task_type is not EXECUTABLE:
-            raise TypeError(f"'{name}': capture_stdio=True is for @executable_task: a "
-                            f"{what} has no stdout of its own")
-        spec = component_spec(func, comp_type, task_type, service)
+            raise UsageTypeError(f"'{name}': capture_stdio=True is for @executable_task: a "
+                                 f"{what} has no stdout of its own")
+        description = definition_description(func, what)
         if comp_type is BLOCK and (retries or timeout is not None):
-            raise TypeError(f"block '{name}' takes no retries= or timeout=: set them on "
-                            f"the tasks inside the block")
+            raise UsageTypeError(f"block '{name}' takes no retries= or timeout=: set them on "
+                                 f"the tasks inside the block")
         policy = TaskPolicy.build(name, retries, timeout, retry_backoff)
-        spec.policy, spec.description = policy.overridden(name, spec.description)
-        if ROUTE_KEY in spec.description:
-            spec.description = dict(spec.description)
-            backend = backend or spec.description.pop(ROUTE_KEY)
-        if backend is not None:
-            spec.route = engine._route_named(backend, f"@{what} '{name}'")
-        spec.capture_stdio = capture_stdio
+        policy, description = policy.overridden(name, description)
+        if ROUTE_KEY in description:
+            description = dict(description)
+            backend = backend or description.pop(ROUTE_KEY)
+        spec = ComponentSpec(
+            kind=comp_type, task_type=task_type, func=func, name=func.__name__,
+            is_service=service, description=description, policy=policy,
+            route=routes.named(backend, f"@{what} '{name}'") if backend is not None else None,
+            capture_stdio=capture_stdio)
 
         @functools.wraps(func)
         def wrapper(*args: Any, **kwargs: Any) -> asyncio.Future:
-            return engine._register(spec, args, kwargs)
+            return register(spec, args, kwargs)
 
         wrapper.__asyncflow_original__ = func
         return wrapper
@@ -69,36 +77,33 @@ def make_decorator(engine: Any, comp_type: ComponentType,
     return decorator
 
 
-def component_spec(func: Any, comp_type: ComponentType, task_type: Optional[TaskType],
-                   service: bool) -> _ComponentSpec:
-    """What a decorator captures of ``func``; TypeError if it cannot be a task."""
-    what = 'block' if task_type is None else f'{task_type.value}_task'
+def definition_description(func: Any, what: str) -> Dict[str, Any]:
+    """The ``task_description`` default of ``func``; TypeError if it cannot be a task."""
     if not callable(func):
-        raise TypeError(f'@{what} decorates an async function, not {_describe_type(func)}')
+        raise UsageTypeError(f'@{what} decorates an async function, not {describe_type(func)}')
     name = getattr(func, '__qualname__', repr(func))
     if getattr(func, '__name__', '') == '<lambda>':
-        raise TypeError(f"@{what} needs an 'async def' function: a lambda ('{name}') "
-                        f"cannot be a task; define it with 'async def'")
+        raise UsageTypeError(f"@{what} needs an 'async def' function: a lambda ('{name}') "
+                             f"cannot be a task; define it with 'async def'")
     if not inspect.iscoroutinefunction(func):
-        raise TypeError(f"@{what} needs an 'async def' function: '{name}' is not one "
-                        f"(write 'async def {getattr(func, '__name__', name)}(...)')")
-    description: Dict[str, Any] = _NO_DESCRIPTION
+        raise UsageTypeError(f"@{what} needs an 'async def' function: '{name}' is not one "
+                             f"(write 'async def {getattr(func, '__name__', name)}(...)')")
     try:
         param = inspect.signature(func).parameters.get('task_description')
     except (TypeError, ValueError):
         param = None
-    if param is not None and param.default is not inspect.Parameter.empty:
-        default = param.default
-        if default is not None and not isinstance(default, dict):
-            raise TypeError(f"'{name}': the default of task_description must be a dict, "
-                            f"not {_describe_type(default)}")
-        description = dict(default or {})
-    return _ComponentSpec(comp_type, task_type, func, service, description)
+    if param is None or param.default is inspect.Parameter.empty:
+        return _NO_DESCRIPTION
+    default = param.default
+    if default is not None and not isinstance(default, dict):
+        raise UsageTypeError(f"'{name}': the default of task_description must be a dict, "
+                             f"not {describe_type(default)}")
+    return dict(default or {})
 
 
 # ---------------------------------------------------------------- a call
 
-def call_keywords(engine: Any, spec: _ComponentSpec, kwargs: Dict[str, Any],
+def call_keywords(routes: Routes, spec: ComponentSpec, kwargs: Dict[str, Any],
                   options: Dict[str, Any], route: Any,
                   workflow_id: Optional[str]) -> Tuple[Dict[str, Any], Any, Optional[str]]:
     """Take the engine's keywords out of a call's ``kwargs``: ``task_description``
@@ -107,18 +112,18 @@ def call_keywords(engine: Any, spec: _ComponentSpec, kwargs: Dict[str, Any],
     if 'task_description' in kwargs:
         given = kwargs.pop('task_description')
         if given is not None and not isinstance(given, dict):
-            raise TypeError(f"'{spec.name}': task_description must be a dict, "
-                            f"not {_describe_type(given)}")
+            raise UsageTypeError(f"'{spec.name}': task_description must be a dict, "
+                                 f"not {describe_type(given)}")
         if given:
             options = {**options, **given}
             if ROUTE_KEY in given:
-                route = engine._route_named(options.pop(ROUTE_KEY),
+                route = routes.named(options.pop(ROUTE_KEY),
                                             f"'{spec.name}': task_description")
     if 'workflow_id' in kwargs:
         workflow_id = kwargs.pop('workflow_id')
         if workflow_id is not None and (not isinstance(workflow_id, str) or not workflow_id):
-            raise TypeError(f"'{spec.name}': workflow_id must be a non-empty str, "
-                            f"not {workflow_id!r}")
+            raise UsageTypeError(f"'{spec.name}': workflow_id must be a non-empty str, "
+                                 f"not {workflow_id!r}")
     return options, route, workflow_id
 
 
@@ -143,7 +148,7 @@ def _scan(records: Dict[str, ComponentRecord], values: Any,
           dependencies: Dict[ComponentRecord, None], files: List[File]) -> None:
     for value in values:
         vtype = type(value)
-        if vtype is _TaskFuture:
+        if vtype is TaskFuture:
             record = value._af_record
             if records.get(record.uid) is record:
                 dependencies[record] = None

@@ -11,6 +11,8 @@ from __future__ import annotations
 import enum
 from typing import Callable, Iterable, List, Optional
 
+from ..errors import InvalidTransition, UsageValueError
+
 
 class NodeState(enum.Enum):
     """Life of a workflow component, from registration to its outcome."""
@@ -22,6 +24,7 @@ class NodeState(enum.Enum):
     DONE = 'DONE'
     FAILED = 'FAILED'
     CANCELED = 'CANCELED'
+    CANCELLED = 'CANCELED'     # the other spelling, an alias
 
 
 FINISHED = frozenset({NodeState.DONE, NodeState.FAILED, NodeState.CANCELED})
@@ -44,10 +47,6 @@ for _index, _state in enumerate(NodeState):
     _state.is_finished = _state in FINISHED
     _state.index = _index
 del _index, _state
-
-
-class InvalidTransition(RuntimeError):
-    """A node was moved between states in an order that cannot happen."""
 
 
 class Node:
@@ -137,7 +136,7 @@ class DependencyGraph:
         The caller finishes each of them (which aborts theirs in turn).
         """
         if outcome not in (NodeState.FAILED, NodeState.CANCELED):
-            raise ValueError(f'abort takes FAILED or CANCELED, not {outcome}')
+            raise UsageValueError(f'abort takes FAILED or CANCELED, not {outcome}')
         if not node.state.is_finished:
             transition(node, outcome)
             self.pending -= 1

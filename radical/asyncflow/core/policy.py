@@ -10,6 +10,7 @@ from __future__ import annotations
 
 from dataclasses import dataclass
 from typing import Any, Dict, Optional, Tuple
+from ..errors import UsageTypeError, UsageValueError
 
 #: task_description keys the engine consumes itself.
 POLICY_KEYS = ('retries', 'timeout', 'retry_backoff')
@@ -31,20 +32,20 @@ class TaskPolicy:
               backoff: Any = 1.0) -> 'TaskPolicy':
         """A validated policy; errors name the task and the fix."""
         if isinstance(retries, bool) or not isinstance(retries, int):
-            raise TypeError(f"'{name}': retries must be a whole number (0 = no retry), "
-                            f"not {retries!r}")
+            raise UsageTypeError(f"'{name}': retries must be a whole number (0 = no retry), "
+                                 f"not {retries!r}")
         if retries < 0:
-            raise ValueError(f"'{name}': retries must be 0 or more, not {retries}")
+            raise UsageValueError(f"'{name}': retries must be 0 or more, not {retries}")
         if timeout is not None:
             if isinstance(timeout, bool) or not isinstance(timeout, (int, float)):
-                raise TypeError(f"'{name}': timeout must be a number of seconds or None, "
-                                f"not {timeout!r}")
+                raise UsageTypeError(f"'{name}': timeout must be a number of seconds or None, "
+                                     f"not {timeout!r}")
             if not timeout > 0:
-                raise ValueError(f"'{name}': timeout must be more than 0 seconds, "
-                                 f"not {timeout}")
+                raise UsageValueError(f"'{name}': timeout must be more than 0 seconds, "
+                                      f"not {timeout}")
         if isinstance(backoff, bool) or not isinstance(backoff, (int, float)) or backoff < 0:
-            raise ValueError(f"'{name}': retry_backoff must be a number of seconds >= 0, "
-                             f"not {backoff!r}")
+            raise UsageValueError(f"'{name}': retry_backoff must be a number of seconds >= 0, "
+                                  f"not {backoff!r}")
         policy = cls(retries, None if timeout is None else float(timeout), float(backoff))
         # The engine tells "no policy" by identity: give back the shared default.
         return DEFAULT_POLICY if policy == DEFAULT_POLICY else policy

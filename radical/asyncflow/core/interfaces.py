@@ -1,0 +1,65 @@
+"""What the engine asks of the layers above it.
+
+The core defines these small interfaces and imports none of their
+implementations: :mod:`radical.asyncflow.observability` provides the run
+observer (counts, profile, progress, summary), :mod:`radical.asyncflow.campaign`
+the task recorder (the journal).  :mod:`radical.asyncflow.workflow_manager`
+puts them together when it creates an engine.
+"""
+
+from __future__ import annotations
+
+from typing import Any, Dict, List, Optional, Protocol, Sequence
+
+from .records import ComponentRecord
+
+
+class RunObserver(Protocol):
+    """Sees every component of one engine from creation to its outcome.
+
+    ``created(record)`` is called once per new record, after the graph took
+    it; the observer then sets ``record.observer``, which
+    :func:`~.graph.transition` calls after every state change.
+    """
+
+    def created(self, record: ComponentRecord) -> None:
+        """A new component, WAITING or READY."""
+
+    def batch_submitted(self, records: List[ComponentRecord]) -> None:
+        """These tasks, just made SUBMITTED, go to a backend now."""
+
+    def placed(self, nodes: Sequence[str], late_uid: Optional[str] = None) -> None:
+        """A task runs on ``nodes`` (``late_uid``: learned after it was reported running)."""
+
+    def state_counts(self) -> Dict[str, int]:
+        """Components per state name, now."""
+
+    @property
+    def peak_concurrency(self) -> int:
+        """The most tasks in the backends at once."""
+
+    @property
+    def unfinished(self) -> int:
+        """Components not finished yet."""
+
+    def start(self) -> None:
+        """The engine runs: start periodic work (progress, profile writes)."""
+
+    def stop(self, exit_signal: Optional[int], outcome: Dict[str, Any]) -> Dict[str, Any]:
+        """The run ended with ``outcome``: write what is kept, return the summary."""
+
+
+class TaskRecorder(Protocol):
+    """Remembers finished tasks across runs (a campaign journal)."""
+
+    def identify(self, record: ComponentRecord) -> None:
+        """Give a new task its identity (``record.identity``)."""
+
+    def replay(self, record: ComponentRecord) -> bool:
+        """Settle a ready task from an earlier run's result; True if it did."""
+
+    def record_done(self, record: ComponentRecord, value: Any) -> None:
+        """Keep the result of a task that succeeded now."""
+
+    def close(self) -> None:
+        """Keep everything recorded; no call follows."""
