@@ -4,7 +4,7 @@ The engine records a state change as four flat values (time in ns, uid,
 state index, message or None).  Turning them into ``radical.utils.Profiler``
 CSV lines costs a few hundred nanoseconds per event in Python, as much as a
 third of what the engine itself spends on a no-op task.  So the engine hands them to this
-module run as a helper process (``python -I -S _profile_writer.py PROFILE
+module run as a helper process (``python -I -S profile_writer.py PROFILE
 COMP THREAD BACKEND``), which formats and appends them to the profile on
 another core.  Without the helper, the engine formats in-process with the
 same :func:`format_events`.

@@ -4,7 +4,7 @@ A :class:`RunMonitor` is the observer the engine puts on every component
 record: :func:`~.graph.transition` calls it after each state change.  Per
 change it adjusts two list counters, tracks the peak number of tasks in the
 backend, and (with profiling on) appends the time, uid and state to the
-buffers of a :class:`~._profile_sink.ProfileSink`, which writes them in the
+buffers of a :class:`~.profile_sink.ProfileSink`, which writes them in the
 CSV format of ``radical.utils.Profiler`` that radical.analytics reads (event
 ``advance``, the state in the ``state`` column, as RADICAL-Pilot records its
 states) into the engine Profiler's own file, formatted on another core.
@@ -25,13 +25,14 @@ import threading
 import time
 from typing import Any, Callable, Dict, List, Optional, TextIO, Tuple
 
-from . import _profile_writer
-from ._profile_sink import ProfileSink, csv_safe
-from .errors import DependencyFailure
-from .graph import NodeState
-from .radical_compat import local_clock_profiler
-from .progress import ProgressDisplay, format_duration, progress_enabled
-from .records import BLOCK
+from . import profile_writer
+from .profile_sink import ProfileSink, csv_safe
+from ..errors import DependencyFailure, UsageTypeError
+from ..core.graph import NodeState
+from ..radical_compat import local_clock_profiler
+from .progress import ProgressDisplay, format_duration
+from ..core.records import BLOCK
+from ..core.shutdown import signal_name
 
 #: The summary file written into the engine's work_dir at shutdown.
 SUMMARY_FILE = 'asyncflow_summary.json'
@@ -69,7 +70,7 @@ def profiling_wanted(profile: Optional[bool] = None) -> bool:
     """``profile`` if given, else what the environment says; off by default."""
     if profile is not None:
         if not isinstance(profile, bool):
-            raise TypeError(f'profile must be True, False or None, not {profile!r}')
+            raise UsageTypeError(f'profile must be True, False or None, not {profile!r}')
         return profile
     for name in PROFILE_VARIABLES:
         value = os.environ.get(name, '').strip().lower()
@@ -126,7 +127,7 @@ class RunMonitor:
     """
 
     def __init__(self, loop: Any, log: Any, profiler: Any, backend_name: str,
-                 work_dir: str, run_dir: Optional[str] = None) -> None:
+                 work_dir: str, run_dir: Optional[str] = None, progress: bool = False) -> None:
         self._block_kind = BLOCK
         self._loop = loop
         self._log = log
@@ -150,6 +151,7 @@ class RunMonitor:
             self.profile = ProfileSink(profiler, threading.current_thread().name,
                                        backend_name, loop, log)
         self._timer: Any = None
+        self._progress = progress
         self.display: Any = None
         # The observers records call: closures, as their lookups are the cheapest.
         self.on_task = self._task_observer(self.profile)
@@ -190,7 +192,7 @@ class RunMonitor:
 
         add, now = sink.events.extend, time.perf_counter_ns
         # The state recorded at creation: READY at once is one event for two lines.
-        code = [NodeState.WAITING.index, _profile_writer.READY_AT_ONCE]
+        code = [NodeState.WAITING.index, profile_writer.READY_AT_ONCE]
 
         def created_traced(record: Any) -> None:
             spec = record.spec
@@ -221,7 +223,7 @@ class RunMonitor:
             return
         where = csv_safe(';'.join(nodes))
         if late_uid is not None:
-            sink.events.extend((time.perf_counter_ns(), late_uid, _profile_writer.PLACED, where))
+            sink.events.extend((time.perf_counter_ns(), late_uid, profile_writer.PLACED, where))
         elif sink.events:
             sink.events[-1] = where
 
@@ -330,6 +332,11 @@ class RunMonitor:
         return sum(self._task_counts) + sum(self._block_counts)
 
     @property
+    def unfinished(self) -> int:
+        """Components not finished yet."""
+        return self.total - self.finished
+
+    @property
     def finished(self) -> int:
         """Components that reached DONE, FAILED or CANCELED."""
         t, b = self._task_counts, self._block_counts
@@ -351,9 +358,9 @@ class RunMonitor:
 
     # ------------------------------------------------------------ lifetime
 
-    def start(self, progress: Optional[bool]) -> None:
+    def start(self) -> None:
         """Start the live display (unless switched off) and the periodic profile writes."""
-        if progress_enabled(progress):
+        if self._progress:
             self.display = ProgressDisplay(self)
         if self.profile is not None:
             self.profile.start()
@@ -438,29 +445,9 @@ class RunMonitor:
             'workflows': self.workflow_counts(),
             'tasks_per_node': dict(sorted(self.tasks_per_node.items())),
             'profile': self.profile.path if self.profile is not None else None,
-            'interrupted_by': _signal_name(exit_signal),
+            'interrupted_by': signal_name(exit_signal),
         }
         return summary
-
-
-def outcome_of(error: Optional[BaseException], signal_number: Optional[int] = None,
-               reason: str = '') -> Dict[str, Any]:
-    """How a run ended, for the summary: completed, failed (the exception's type and
-    message), interrupted (by signal N) or abandoned (the loop ended before shutdown)."""
-    if signal_number is not None:
-        return {'status': 'interrupted', 'signal': _signal_name(signal_number),
-                'signal_number': int(signal_number)}
-    if isinstance(error, KeyboardInterrupt):
-        import signal
-        return outcome_of(None, signal.SIGINT)
-    if isinstance(error, SystemExit) and error.code in (None, 0):
-        error = None
-    if error is not None:
-        return {'status': 'failed', 'exception': type(error).__name__,
-                'message': str(error if not isinstance(error, SystemExit) else error.code)}
-    if reason:
-        return {'status': 'abandoned', 'reason': reason}
-    return {'status': 'completed'}
 
 
 def describe_outcome(outcome: Dict[str, Any]) -> str:
@@ -479,16 +466,6 @@ def describe_outcome(outcome: Dict[str, Any]) -> str:
 
 def _iso(ts: float) -> str:
     return datetime.datetime.fromtimestamp(ts).astimezone().isoformat(timespec='seconds')
-
-
-def _signal_name(sig: Optional[int]) -> Optional[str]:
-    if sig is None:
-        return None
-    import signal
-    try:
-        return signal.Signals(sig).name
-    except ValueError:
-        return str(sig)
 
 
 def format_summary(summary: Dict[str, Any]) -> str:

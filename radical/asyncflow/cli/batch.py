@@ -25,7 +25,6 @@ and the same script, submitted again, resumes it.
 from __future__ import annotations
 
 import enum
-import json
 import math
 import os
 import re
@@ -36,8 +35,11 @@ import sys
 from dataclasses import dataclass, field
 from typing import Dict, List, Mapping, Optional, Sequence, Tuple
 
-#: Site of the RADICAL-Pilot resource labels defined here (``asyncflow.slurm``...).
-RP_SITE = 'asyncflow'
+from ..backends.execution.radical_pilot.site import (RP_RESOURCE_CONFIGS, RP_SITE,  # noqa: F401
+                                                     install_rp_resource_configs,
+                                                     rp_config_dir)
+from ..errors import UsageValueError
+
 #: Seconds a batch-system client command (squeue, qstat, sbatch, qsub) may take.
 CLIENT_TIMEOUT = 60
 #: Default seconds between the pre-walltime signal and the walltime.
@@ -46,7 +48,7 @@ DEFAULT_SIGNAL_BEFORE = 300
 DEFAULT_PILOT_RUNTIME = 24 * 60
 
 
-class Scheduler(str, enum.Enum):
+class BatchSystem(str, enum.Enum):
     """A batch system."""
 
     SLURM = 'slurm'
@@ -55,7 +57,7 @@ class Scheduler(str, enum.Enum):
     @property
     def submit_command(self) -> str:
         """The command that submits a batch script: sbatch or qsub."""
-        return 'sbatch' if self is Scheduler.SLURM else 'qsub'
+        return 'sbatch' if self is BatchSystem.SLURM else 'qsub'
 
     @property
     def rp_resource(self) -> str:
@@ -63,14 +65,14 @@ class Scheduler(str, enum.Enum):
         return f'{RP_SITE}.{self.value}'
 
 
-class BatchError(ValueError):
+class BatchError(UsageValueError):
     """Bad batch input (a malformed node list, walltime...); the message says what."""
 
 
 # ------------------------------------------------------------------ allocation
 
 @dataclass(frozen=True, slots=True)
-class Node:
+class AllocatedNode:
     """One node of an allocation."""
 
     name: str
@@ -82,9 +84,9 @@ class Node:
 class Allocation:
     """The batch job a process runs in."""
 
-    scheduler: Scheduler
+    scheduler: BatchSystem
     job_id: str
-    nodes: Tuple[Node, ...]
+    nodes: Tuple[AllocatedNode, ...]
     queue: Optional[str] = None
     #: Seconds of walltime left when detected (None: unknown or not asked for).
     walltime_left: Optional[float] = None
@@ -144,7 +146,7 @@ class Allocation:
         a node file with one line per core is written into ``directory``.
         """
         env = os.environ if environ is None else environ
-        if self.scheduler is not Scheduler.PBS:
+        if self.scheduler is not BatchSystem.PBS:
             return {}
         try:
             with open(env.get('PBS_NODEFILE', ''), encoding='utf-8') as handle:
@@ -184,7 +186,7 @@ def detect_allocation(environ: Optional[Mapping[str, str]] = None, *,
     else:
         return None
     if walltime:
-        left = (slurm_time_left(alloc.job_id, env) if alloc.scheduler is Scheduler.SLURM
+        left = (slurm_time_left(alloc.job_id, env) if alloc.scheduler is BatchSystem.SLURM
                 else pbs_time_left(alloc.job_id, env))
         alloc = Allocation(alloc.scheduler, alloc.job_id, alloc.nodes, alloc.queue, left)
     return alloc
@@ -208,8 +210,8 @@ def _slurm_allocation(env: Mapping[str, str]) -> Allocation:
         raise BatchError(f'SLURM job {job_id}: neither SLURM_JOB_CPUS_PER_NODE nor '
                          f'SLURM_CPUS_ON_NODE is set')
     gpus = _slurm_gpus_per_node(env)
-    nodes = tuple(Node(name, n, gpus) for name, n in zip(names, cores))
-    return Allocation(Scheduler.SLURM, job_id, nodes, env.get('SLURM_JOB_PARTITION'))
+    nodes = tuple(AllocatedNode(name, n, gpus) for name, n in zip(names, cores))
+    return Allocation(BatchSystem.SLURM, job_id, nodes, env.get('SLURM_JOB_PARTITION'))
 
 
 def _slurm_gpus_per_node(env: Mapping[str, str]) -> int:
@@ -244,8 +246,8 @@ def _pbs_allocation(env: Mapping[str, str]) -> Allocation:
         gpus = _int(env['NGPUS'], 'NGPUS')
     elif env.get('CUDA_VISIBLE_DEVICES'):
         gpus = len([d for d in env['CUDA_VISIBLE_DEVICES'].split(',') if d.strip()])
-    nodes = tuple(Node(name, n, gpus) for name, n in counts)
-    return Allocation(Scheduler.PBS, job_id, nodes, env.get('PBS_QUEUE'))
+    nodes = tuple(AllocatedNode(name, n, gpus) for name, n in counts)
+    return Allocation(BatchSystem.PBS, job_id, nodes, env.get('PBS_QUEUE'))
 
 
 def read_pbs_nodefile(text: str) -> List[Tuple[str, int]]:
@@ -408,74 +410,13 @@ def _client(argv: List[str], env: Mapping[str, str]) -> str:
     return proc.stdout if proc.returncode == 0 else ''
 
 
-# ------------------------------------------------- RADICAL-Pilot resources
-
-def _rp_config(scheduler: Scheduler) -> Dict[str, object]:
-    slurm = scheduler is Scheduler.SLURM
-    return {
-        'description': f'A {scheduler.value.upper()} cluster: from a login node the pilot '
-                       f'is a batch job; inside an allocation it starts in place and '
-                       f'uses the allocation (radical.asyncflow)',
-        'default_schema': 'batch',
-        'schemas': {
-            'batch': {'job_manager_endpoint': 'slurm://localhost/' if slurm
-                      else 'pbspro://localhost/',
-                      'filesystem_endpoint': 'file://localhost/'},
-            'local': {'job_manager_endpoint': 'fork://localhost/',
-                      'filesystem_endpoint': 'file://localhost/'},
-        },
-        'default_remote_workdir': '$PWD',
-        'resource_manager': 'SLURM' if slurm else 'TORQUE',
-        'agent_config': 'default',
-        'agent_scheduler': 'CONTINUOUS',
-        'agent_spawner': 'POPEN',
-        'launch_methods': ({'order': ['SRUN'], 'SRUN': {}} if slurm
-                           else {'order': ['MPIEXEC'], 'MPIEXEC': {}}),
-        'rp_version': 'installed',
-        'virtenv_mode': 'local',
-        'python_dist': 'default',
-        'lfs_path_per_node': '/tmp',
-        'lfs_size_per_node': 1024,
-    }
-
-
-#: ``resource_asyncflow.json``: the resources :class:`Allocation` pilots use.
-RP_RESOURCE_CONFIGS: Dict[str, Dict[str, object]] = {
-    s.value: _rp_config(s) for s in Scheduler}
-
-
-def rp_config_dir(environ: Optional[Mapping[str, str]] = None) -> str:
-    """Where RADICAL-Pilot reads user resource configs from."""
-    env = os.environ if environ is None else environ
-    base = env.get('RADICAL_CONFIG_USER_DIR') or env.get('HOME') or os.path.expanduser('~')
-    return os.path.join(base, '.radical', 'pilot', 'configs')
-
-
-def install_rp_resource_configs(environ: Optional[Mapping[str, str]] = None) -> str:
-    """Write ``resource_asyncflow.json`` (if it differs) where RP finds it; its path."""
-    path = os.path.join(rp_config_dir(environ), f'resource_{RP_SITE}.json')
-    text = json.dumps(RP_RESOURCE_CONFIGS, indent=4, sort_keys=True) + '\n'
-    try:
-        with open(path, encoding='utf-8') as handle:
-            if handle.read() == text:
-                return path
-    except OSError:
-        pass
-    os.makedirs(os.path.dirname(path), exist_ok=True)
-    tmp = f'{path}.{os.getpid()}.tmp'
-    with open(tmp, 'w', encoding='utf-8') as handle:
-        handle.write(text)
-    os.replace(tmp, path)             # atomic: concurrent jobs never see half a file
-    return path
-
-
 # ---------------------------------------------------------------- batch jobs
 
 @dataclass(slots=True)
 class BatchJob:
     """A driver to run as a batch job; :meth:`script` is its batch script."""
 
-    scheduler: Scheduler
+    scheduler: BatchSystem
     driver: str
     walltime: float                              # minutes
     nodes: int = 1
@@ -497,7 +438,7 @@ class BatchJob:
     script_file: Optional[str] = None            # default: WORK_DIR/<name>.sbatch|.pbs
 
     def __post_init__(self) -> None:
-        self.scheduler = Scheduler(self.scheduler)
+        self.scheduler = BatchSystem(self.scheduler)
         if not isinstance(self.walltime, (int, float)) or isinstance(self.walltime, bool) \
                 or not math.isfinite(self.walltime) or self.walltime <= 0:
             raise BatchError(f'the walltime must be a positive number of minutes, '
@@ -535,14 +476,14 @@ class BatchJob:
         """Where the batch script is written (in the work directory)."""
         if self.script_file:
             return os.path.abspath(self.script_file)
-        suffix = 'sbatch' if self.scheduler is Scheduler.SLURM else 'pbs'
+        suffix = 'sbatch' if self.scheduler is BatchSystem.SLURM else 'pbs'
         return os.path.join(self.work_dir, f'{self.name}.{suffix}')
 
     @property
     def output_path(self) -> str:
         """The job's output file, as the scheduler names it."""
         return os.path.join(self.work_dir, f'{self.name}.%j.out' if self.scheduler is
-                            Scheduler.SLURM else f'{self.name}.out')
+                            BatchSystem.SLURM else f'{self.name}.out')
 
     def command(self, stop_after: Optional[int] = None) -> List[str]:
         """The ``radical-asyncflow-run`` command line the job runs."""
@@ -568,7 +509,7 @@ class BatchJob:
         """The batch script."""
         walltime_s = int(math.ceil(self.walltime * 60))
         hms = f'{walltime_s // 3600:02d}:{walltime_s % 3600 // 60:02d}:{walltime_s % 60:02d}'
-        if self.scheduler is Scheduler.SLURM:
+        if self.scheduler is BatchSystem.SLURM:
             directives = [
                 f'--job-name={self.name}',
                 f'--nodes={self.nodes}',

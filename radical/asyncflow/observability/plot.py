@@ -32,6 +32,7 @@ from dataclasses import dataclass, field
 from typing import Dict, List, Optional, Sequence, Tuple
 
 from .monitor import PROFILE_FILE, STATE_EVENT, SUMMARY_FILE, WORKFLOW_MARK
+from ..errors import InputFileError, UsageValueError
 
 TIMELINE_FILE = 'asyncflow_timeline.png'
 CONCURRENCY_FILE = 'asyncflow_concurrency.png'
@@ -80,7 +81,7 @@ def find_profile(path: str) -> str:
             'RADICAL_PROFILE=True or under radical-asyncflow-run)'
             if os.path.isfile(summary) else
             ': give the run directory <work_dir>/<engine uid>, or its work directory')
-    raise FileNotFoundError(f'no {PROFILE_FILE} in {path!r}{hint}')
+    raise InputFileError(f'no {PROFILE_FILE} in {path!r}{hint}')
 
 
 def _listdir(path: str) -> List[str]:
@@ -336,11 +337,11 @@ def plot_session(session: str, out_dir: Optional[str] = None, run_index: int = -
     profile = find_profile(session)
     runs = read_runs(profile)
     if not runs:
-        raise ValueError(f'{profile} holds no task events: was profiling off?')
+        raise UsageValueError(f'{profile} holds no task events: was profiling off?')
     try:
         run = runs[run_index]
     except IndexError:
-        raise ValueError(f'{profile} holds {len(runs)} runs; --run {run_index} is not one') from None
+        raise UsageValueError(f'{profile} holds {len(runs)} runs; --run {run_index} is not one') from None
     tasks = intervals(run)
     rows, lanes = assign_lanes(tasks)
     out_dir = out_dir or os.path.dirname(os.path.abspath(profile))

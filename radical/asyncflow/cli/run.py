@@ -41,12 +41,12 @@ import threading
 import traceback
 from typing import List, Optional
 
-from . import batch, config
-from .backends import registry
-from .errors import AsyncFlowError, TaskExecutionError
-from .monitor import PROFILE_VARIABLES
-from .routing import ENV_CHOSEN
-from .run_stats import STATS
+from .. import errors
+from .. import config
+from . import batch
+from ..backends import registry
+from ..core.context import RunContext, RunSettings
+from ..observability.monitor import PROFILE_VARIABLES
 
 EXIT_OK = 0
 EXIT_TASKS_FAILED = 1
@@ -55,7 +55,7 @@ EXIT_USAGE = 2
 PROG = 'radical-asyncflow-run'
 
 
-class UsageError(Exception):
+class UsageError(errors.UsageError):
     """Bad command-line input; the message says what to fix."""
 
 
@@ -120,7 +120,7 @@ def build_parser() -> argparse.ArgumentParser:
                         help='show the full traceback of an error of radical.asyncflow '
                              '(default: one line)')
     sub = parser.add_argument_group('batch jobs (--submit)')
-    sub.add_argument('--submit', choices=[s.value for s in batch.Scheduler],
+    sub.add_argument('--submit', choices=[s.value for s in batch.BatchSystem],
                      help='write a batch script that runs the driver with --resume in the '
                           'work directory, and submit it with sbatch/qsub; prints the job id')
     sub.add_argument('--dry-run', action='store_true',
@@ -200,25 +200,16 @@ def choose_backends(settings: config.Settings,
     return result
 
 
-def export(chosen: List[config.BackendConfig], settings: config.Settings) -> None:
-    """Hand the choice to the driver's WorkflowEngine.create() (environment)."""
-    if not any(os.environ.get(name, '').strip() for name in PROFILE_VARIABLES):
-        os.environ[PROFILE_VARIABLES[0]] = 'True'         # profiled, unless told otherwise
-    if settings.backend or settings.backends:
-        os.environ[ENV_CHOSEN] = ', '.join(cfg.name for cfg in chosen)
-    if len(chosen) == 1:
-        os.environ[config.ENV_BACKEND] = chosen[0].kind
-        os.environ[config.ENV_RESOURCES] = json.dumps(chosen[0].resources)
-        os.environ.pop(config.ENV_BACKENDS, None)
-    else:
-        os.environ[config.ENV_BACKENDS] = json.dumps([cfg.as_json() for cfg in chosen])
-        os.environ.pop(config.ENV_BACKEND, None)
-        os.environ.pop(config.ENV_RESOURCES, None)
-    if settings.journal:
-        os.environ[config.ENV_JOURNAL] = os.path.abspath(settings.journal)
-    if settings.quiet:
-        os.environ['RADICAL_ASYNCFLOW_PROGRESS'] = '0'
-    os.environ.pop(config.ENV_CONFIG, None)       # resolved here already
+def run_settings(chosen: List[config.BackendConfig], settings: config.Settings) -> RunSettings:
+    """What the driver's engines take from this command (see :class:`RunContext`)."""
+    return RunSettings(
+        backends=[cfg.choice() for cfg in chosen],
+        chosen=bool(settings.backend or settings.backends),
+        journal=os.path.abspath(settings.journal) if settings.journal else None,
+        progress=False if settings.quiet else None,
+        # profiled, unless the environment says otherwise
+        profile=None if any(os.environ.get(name, '').strip() for name in PROFILE_VARIABLES)
+        else True)
 
 
 def _say(settings: config.Settings, message: str) -> None:
@@ -236,7 +227,7 @@ def submit(args: argparse.Namespace, settings: config.Settings, driver: str) -> 
                          f'the [submit] table of the config file)')
     try:
         job = batch.BatchJob(
-            scheduler=batch.Scheduler(args.submit), driver=driver,
+            scheduler=batch.BatchSystem(args.submit), driver=driver,
             driver_args=list(args.driver_args), walltime=opts['walltime'],
             nodes=opts.get('nodes', 1), work_dir=settings.work_dir or os.getcwd(),
             journal=settings.journal, account=opts.get('account'), queue=opts.get('queue'),
@@ -267,18 +258,21 @@ def submit(args: argparse.Namespace, settings: config.Settings, driver: str) -> 
 
 # ---------------------------------------------------------------------- run
 
-def run_driver(path: str, driver_args: List[str], debug: bool = False) -> int:
-    """Run the driver as __main__; return its exit status.
+def run_driver(path: str, driver_args: List[str], run: RunContext,
+               debug: bool = False) -> int:
+    """Run the driver as __main__ in ``run``; return its exit status.
 
     An error radical.asyncflow raised for the driver's bad input is one line
     and exit status 2; a failed workflow (a task's DependencyFailure or
     TaskExecutionError reaching the driver) one line and 1; any other
-    exception its traceback and 1.  ``debug``: always the traceback.
+    exception its traceback and 1.  ``debug``: always the traceback.  A run
+    stopped by a shutdown signal ends with 128 + the signal.
     """
     sys.argv = [path, *driver_args]
     sys.path.insert(0, os.path.dirname(os.path.abspath(path)))
     try:
-        runpy.run_path(path, run_name='__main__')
+        with run.serve():
+            runpy.run_path(path, run_name='__main__')
     except SystemExit as exc:
         code = exc.code
         if code is None:
@@ -290,7 +284,9 @@ def run_driver(path: str, driver_args: List[str], debug: bool = False) -> int:
     except KeyboardInterrupt:
         return 128 + signal.SIGINT
     except BaseException as exc:
-        kind = None if debug else error_kind(exc, path)
+        if run.signal is not None:      # the driver unwound after a shutdown signal
+            return 128 + run.signal
+        kind = None if debug else error_kind(exc)
         if kind is None:
             traceback.print_exc()
             return EXIT_TASKS_FAILED
@@ -299,19 +295,12 @@ def run_driver(path: str, driver_args: List[str], debug: bool = False) -> int:
     return EXIT_OK
 
 
-#: Exceptions radical.asyncflow raises for bad input (where it raises them).
-_INPUT_ERRORS = (TypeError, ValueError, LookupError, OSError, RuntimeError)
-
-
-def error_kind(exc: BaseException, driver: str) -> Optional[str]:
+def error_kind(exc: BaseException) -> Optional[str]:
     """'input' (radical.asyncflow refused what the driver gave it), 'workflow' (a
     failed task's error reached the driver), or None (the driver's own error)."""
-    frames = traceback.extract_tb(exc.__traceback__)
-    package = os.path.dirname(os.path.abspath(__file__))
-    if frames and os.path.abspath(frames[-1].filename).startswith(package + os.sep) \
-            and isinstance(exc, _INPUT_ERRORS):
+    if isinstance(exc, errors.UsageError):
         return 'input'
-    if isinstance(exc, (AsyncFlowError, TaskExecutionError)):
+    if isinstance(exc, errors.AsyncFlowError):
         return 'workflow'
     return None
 
@@ -380,7 +369,7 @@ def main(argv: Optional[List[str]] = None) -> int:
                 os.chdir(settings.work_dir)
             except OSError as exc:
                 raise UsageError(f'--work-dir {settings.work_dir!r}: {exc.strerror}') from None
-        export(chosen, settings)
+        run = RunContext(settings=run_settings(chosen, settings))
         if allocation is not None and any(cfg.resources.get('resource') ==
                                           allocation.scheduler.rp_resource for cfg in chosen):
             try:
@@ -401,19 +390,23 @@ def main(argv: Optional[List[str]] = None) -> int:
                            f'({json.dumps(cfg.resources)})')
     if args.stop_after:
         _arm_stop_timer(args.stop_after)
-    status = run_driver(driver, args.driver_args, args.debug)
-    if STATS.engines_created == 0 and status == EXIT_OK:
+    status = run_driver(driver, args.driver_args, run, args.debug)
+    if run.signal is not None:
+        status = 128 + run.signal
+    if run.engines_created == 0 and status == EXIT_OK:
         print(f'{PROG}: error: {args.driver} never created a WorkflowEngine '
               f'(await WorkflowEngine.create())', file=sys.stderr)
         return EXIT_USAGE
-    if status == EXIT_OK and (STATS.failed or STATS.canceled):
+    counts = {state: sum(s['states'].get(state, 0) for s in run.summaries)
+              for state in ('DONE', 'FAILED', 'CANCELED')}
+    if status == EXIT_OK and (counts['FAILED'] or counts['CANCELED']):
         status = EXIT_TASKS_FAILED
-    ran = list(dict.fromkeys(s['backend'] for s in STATS.summaries)) or \
+    ran = list(dict.fromkeys(s['backend'] for s in run.summaries)) or \
         [cfg.name for cfg in chosen]
-    _say(settings, f'backend {", ".join(ran)}: {STATS.done} done, '
-                   f'{STATS.failed} failed, '
-                   f'{STATS.canceled} cancelled; exit status {status}')
-    for summary in STATS.summaries:       # one per engine (radical.asyncflow.monitor)
+    _say(settings, f'backend {", ".join(ran)}: {counts["DONE"]} done, '
+                   f'{counts["FAILED"]} failed, '
+                   f'{counts["CANCELED"]} cancelled; exit status {status}')
+    for summary in run.summaries:       # one per engine (radical.asyncflow.observability)
         if summary.get('summary_file'):
             plot = (f'; plot: radical-asyncflow-plot {os.path.dirname(summary["summary_file"])}'
                     if summary.get('profile') else '')

@@ -25,11 +25,9 @@ import time
 from dataclasses import dataclass
 from typing import Any, Callable, Iterable, List, Optional, Tuple
 
-from .data import File
-from .errors import AsyncFlowError
+from ..data import File
+from ..errors import UsageError, UsageValueError
 
-#: The environment variable naming the journal of a run (``radical-asyncflow-run --resume``).
-ENV_JOURNAL = 'RADICAL_ASYNCFLOW_JOURNAL'
 APPLICATION_ID = 0x41464A31     # 'AFJ1': marks the file as ours
 SCHEMA_VERSION = 1
 MAX_BATCH = 1000                # rows per commit at most
@@ -37,7 +35,7 @@ _SQLITE_MAGIC = b'SQLite format 3\x00'
 _HEADER_SIZE = 100                # bytes of the SQLite file header
 
 
-class JournalError(AsyncFlowError, RuntimeError):
+class JournalError(UsageError, RuntimeError):
     """The journal file cannot be used (corrupt, foreign, unwritable)."""
 
 
@@ -154,7 +152,7 @@ class Journal:
     def record(self, entry: JournalEntry) -> bool:
         """Queue ``entry``; True when a batch is full and should be flushed now."""
         if not entry.identity:
-            raise ValueError(f'journal entry of {entry.name!r} has no task identity')
+            raise UsageValueError(f'journal entry of {entry.name!r} has no task identity')
         self._pending.append((entry.identity, entry.name, entry.kind, entry.payload,
                               json.dumps(list(entry.output_files)), time.time()))
         return len(self._pending) >= MAX_BATCH

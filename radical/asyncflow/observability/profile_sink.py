@@ -24,17 +24,17 @@ import time
 import weakref
 from typing import Any, List, Optional, Tuple
 
-from . import _profile_writer
-from .process_wide import at_fork_in_child
-from .radical_compat import profiler_file
+from . import profile_writer
+from ..core.process_wide import at_fork_in_child
+from ..radical_compat import profiler_file
 
-SUBMITTED = _profile_writer.STATE_NAMES.index('SUBMITTED')
+SUBMITTED = profile_writer.STATE_NAMES.index('SUBMITTED')
 #: A frame goes to the helper once this many events are buffered and
 #: FLUSH_GAP_NS passed since the last: each frame wakes the helper, which
 #: costs tens of microseconds on a virtual machine, and the events left for
 #: shutdown (formatted while the helper finishes) stay a few ms' worth.
 FLUSH_EVENTS = 1024
-FLUSH_VALUES = FLUSH_EVENTS * _profile_writer.FIELDS
+FLUSH_VALUES = FLUSH_EVENTS * profile_writer.FIELDS
 FLUSH_GAP_NS = 10_000_000
 #: Bytes the pipe to the helper should hold (Linux allows 1 MiB by default).
 PIPE_SIZE = 1 << 20
@@ -111,7 +111,7 @@ class ProfileSink:
             writer = self._writer
             if writer is not None:
                 try:
-                    writer.send(_profile_writer.encode_frame(events, offset))
+                    writer.send(profile_writer.encode_frame(events, offset))
                     return
                 except OSError as exc:           # the helper died: write here from now on
                     self._log.warning('profile writer process failed: %s', exc)
@@ -144,7 +144,7 @@ class ProfileSink:
         if offset is None:
             offset = time.time_ns() - time.perf_counter_ns()
         _path, comp, thread, backend = self._args
-        return _profile_writer.format_events(events, offset, comp, thread, backend)
+        return profile_writer.format_events(events, offset, comp, thread, backend)
 
     def _append(self, text: str) -> None:
         prof = self._prof
@@ -204,7 +204,7 @@ class _WriterProcess:
 
     def __init__(self, args: Tuple[str, str, str, str], loop: Any, log: Any) -> None:
         self._proc = subprocess.Popen(
-            [sys.executable, '-I', '-S', _profile_writer.__file__, *args],
+            [sys.executable, '-I', '-S', profile_writer.__file__, *args],
             stdin=subprocess.PIPE, stdout=subprocess.PIPE)
         self.pid = self._proc.pid
         self._fd = self._proc.stdin.fileno()
@@ -225,7 +225,7 @@ class _WriterProcess:
     def started(self) -> bool:
         """Whether the helper is up and reading (it says so on stdout)."""
         if not self._started and select.select([self._replies], [], [], 0)[0]:
-            self._started = os.read(self._replies, 1) == _profile_writer.STARTED
+            self._started = os.read(self._replies, 1) == profile_writer.STARTED
         return self._started
 
     def send(self, frame: bytes) -> None:
@@ -279,7 +279,7 @@ class _WriterProcess:
             for chunk in self._pending:
                 proc.stdin.write(chunk)
             self._pending.clear()
-            proc.stdin.write(_profile_writer.END_FRAME)
+            proc.stdin.write(profile_writer.END_FRAME)
             proc.stdin.close()
         except OSError as exc:
             self._log.warning('profile writer process failed: %s', exc)
@@ -289,7 +289,7 @@ class _WriterProcess:
         proc = self._proc
         deadline = time.monotonic() + timeout
         reply = b''
-        while _profile_writer.FINISHED not in reply:
+        while profile_writer.FINISHED not in reply:
             left = deadline - time.monotonic()
             if left <= 0 or not select.select([self._replies], [], [], left)[0]:
                 self._log.warning('profile writer process did not finish in %ss: stopped',

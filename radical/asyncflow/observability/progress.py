@@ -18,6 +18,7 @@ import os
 import sys
 import time
 from typing import Any, Optional
+from ..errors import UsageTypeError
 
 
 ENV_PROGRESS = 'RADICAL_ASYNCFLOW_PROGRESS'
@@ -39,7 +40,7 @@ def progress_enabled(progress: Optional[bool] = None) -> bool:
     """``progress`` if given, else whether ``RADICAL_ASYNCFLOW_PROGRESS`` allows it."""
     if progress is not None:
         if not isinstance(progress, bool):
-            raise TypeError(f'progress must be True, False or None, not {progress!r}')
+            raise UsageTypeError(f'progress must be True, False or None, not {progress!r}')
         return progress
     value = os.environ.get(ENV_PROGRESS, '').strip().lower()
     return value not in ('0', 'false', 'off', 'no')

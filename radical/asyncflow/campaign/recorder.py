@@ -10,45 +10,42 @@ from __future__ import annotations
 
 import asyncio
 import pickle
-from typing import Any, Callable, Optional
+from typing import Any, Optional
 
 from .journal import Journal, JournalEntry, task_identity
-from .records import EXECUTABLE, ComponentRecord, _TaskFuture
+from ..core.records import EXECUTABLE, ComponentRecord, TaskFuture
 
 
 class CampaignRecorder:
     """Replays and records the tasks of one engine in one journal."""
 
     def __init__(self, journal: Journal, loop: asyncio.AbstractEventLoop, log: Any,
-                 work_dir: str, read_only: bool,
-                 owns: Callable[[ComponentRecord], bool]) -> None:
+                 work_dir: str, read_only: bool) -> None:
         self.journal = journal
         self._loop = loop
         self._log = log
         self._work_dir = work_dir
         #: A dry run's results are not real: never record them.
         self._read_only = read_only
-        self._owns = owns
         self._flush: Optional[asyncio.Handle] = None
 
-    def identity(self, record: ComponentRecord) -> str:
-        """The journal identity of a new task (its arguments are still unresolved)."""
+    def identify(self, record: ComponentRecord) -> None:
+        """Give a new component its journal identity (its arguments are still unresolved)."""
         spec = record.spec
-        owns = self._owns
+        dependencies = set(record.dependencies or ())
 
         def identity_of(value: Any) -> Optional[str]:
-            if type(value) is _TaskFuture:
-                dep = value._af_record
-                if owns(dep) and dep.attempts is not None:
-                    return dep.attempts.identity
+            if type(value) is TaskFuture and value._af_record in dependencies:
+                return value._af_record.identity      # a dependency in this engine
             return None
 
         qualname = f'{spec.func.__module__}.{spec.func.__qualname__}'
-        return task_identity(qualname, spec.calls, record.args, record.kwargs, identity_of)
+        record.identity = task_identity(qualname, spec.calls, record.args, record.kwargs,
+                                        identity_of)
 
     def replay(self, record: ComponentRecord) -> bool:
         """Resolve a ready task from the journal if it finished in an earlier run."""
-        entry = self.journal.lookup(record.attempts.identity)
+        entry = self.journal.lookup(record.identity)
         if entry is None or not entry.outputs_exist(self._work_dir):
             return False
         try:
@@ -62,7 +59,7 @@ class CampaignRecorder:
 
     def record_done(self, record: ComponentRecord, value: Any) -> None:
         """Add a task that succeeded now (its future's value) to the journal."""
-        if self._read_only or record.attempts is None:
+        if self._read_only or record.identity is None:
             return
         if record.spec.task_type is EXECUTABLE:
             kind, payload = 'stdout', str(value or '').encode()
@@ -74,7 +71,7 @@ class CampaignRecorder:
                                   'it will run again on resume', record.name, exc)
                 return
         outputs = tuple(record.files[1]) if record.files else ()
-        full = self.journal.record(JournalEntry(record.attempts.identity, record.name,
+        full = self.journal.record(JournalEntry(record.identity, record.name,
                                                 kind, payload, outputs))
         if full:
             self.flush()
