@@ -12,6 +12,7 @@ import difflib
 import importlib
 from dataclasses import dataclass
 from typing import Any, Callable, Dict, Iterable, Optional, Tuple
+from ..errors import UsageValueError
 
 #: resources -> a (not yet initialised) backend.
 Factory = Callable[[Dict[str, Any]], Any]
@@ -50,8 +51,8 @@ def entry(name: str) -> BackendEntry:
     try:
         return _REGISTRY[name]
     except KeyError:
-        raise ValueError(f"unknown backend {name!r}: choose one of "
-                         f"{', '.join(_REGISTRY)}") from None
+        raise UsageValueError(f"unknown backend {name!r}: choose one of "
+                              f"{', '.join(_REGISTRY)}") from None
 
 
 def check_resources(name: str, resources: Dict[str, Any]) -> None:
@@ -69,8 +70,8 @@ def check_resources(name: str, resources: Dict[str, Any]) -> None:
             continue
         close = difflib.get_close_matches(key, sorted(valid), n=1)
         hint = f" (did you mean '{close[0]}'?)" if close else ''
-        raise ValueError(f"the {name} backend takes no resource '{key}'{hint}; it takes "
-                         f"{', '.join(sorted(valid))}")
+        raise UsageValueError(f"the {name} backend takes no resource '{key}'{hint}; it takes "
+                              f"{', '.join(sorted(valid))}")
 
 
 def build(name: str, resources: Optional[Dict[str, Any]] = None) -> Any:
@@ -97,13 +98,13 @@ def _concurrent(resources: Dict[str, Any]) -> Any:
     from concurrent.futures import ProcessPoolExecutor, ThreadPoolExecutor
     unknown = sorted(set(resources) - set(CONCURRENT_KEYS))
     if unknown:
-        raise ValueError(f'unknown concurrent backend resource '
-                         f'{", ".join(map(repr, unknown))}: use {", ".join(CONCURRENT_KEYS)}')
+        raise UsageValueError(f'unknown concurrent backend resource '
+                              f'{", ".join(map(repr, unknown))}: use {", ".join(CONCURRENT_KEYS)}')
     kind = resources.pop('executor', 'thread')
     workers = resources.pop('max_workers', None)
     if kind not in ('thread', 'process'):
-        raise ValueError(f"concurrent backend executor must be 'thread' or 'process', "
-                         f"not {kind!r}")
+        raise UsageValueError(f"concurrent backend executor must be 'thread' or 'process', "
+                              f"not {kind!r}")
     pool = (ThreadPoolExecutor if kind == 'thread' else ProcessPoolExecutor)(max_workers=workers)
     return _cls('.execution.concurrent', 'ConcurrentExecutionBackend')(pool, **resources)
 

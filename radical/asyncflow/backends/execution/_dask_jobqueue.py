@@ -20,7 +20,7 @@ import time
 from dataclasses import dataclass
 from typing import Any, Dict, List, Mapping, Optional
 
-from ...errors import BackendError, MissingDependencyError
+from ...errors import BackendError, MissingDependencyError, UsageTypeError, UsageValueError
 
 BACKEND = 'DaskExecutionBackend'
 #: ``cluster`` values: the dask-jobqueue class of each batch system.
@@ -66,48 +66,48 @@ def parse_jobqueue(resources: Mapping[str, Any]) -> Optional[JobQueueSpec]:
     if kind == 'local':
         return None
     if not isinstance(kind, str) or kind not in JOBQUEUE_CLUSTERS:
-        raise ValueError(f"{BACKEND}: resources['cluster'] must be 'local' or one of "
-                         f"{', '.join(map(repr, JOBQUEUE_CLUSTERS))}, not {kind!r}")
+        raise UsageValueError(f"{BACKEND}: resources['cluster'] must be 'local' or one of "
+                              f"{', '.join(map(repr, JOBQUEUE_CLUSTERS))}, not {kind!r}")
     for key in ('scheduler_address', 'scheduler_file'):
         if resources.get(key):
-            raise ValueError(f"{BACKEND}: resources['cluster']={kind!r} starts a cluster; "
-                             f"it cannot go with {key!r} (a running cluster)")
+            raise UsageValueError(f"{BACKEND}: resources['cluster']={kind!r} starts a cluster; "
+                                  f"it cannot go with {key!r} (a running cluster)")
     unknown = sorted(set(resources) - set(OWN_KEYS) - set(PASSED_KEYS))
     if unknown:
-        raise ValueError(f"{BACKEND}: unknown key{'s' if len(unknown) > 1 else ''} "
-                         f"{', '.join(map(repr, unknown))} for cluster {kind!r} (known: "
-                         f"{', '.join(OWN_KEYS + PASSED_KEYS)})")
+        raise UsageValueError(f"{BACKEND}: unknown key{'s' if len(unknown) > 1 else ''} "
+                              f"{', '.join(map(repr, unknown))} for cluster {kind!r} (known: "
+                              f"{', '.join(OWN_KEYS + PASSED_KEYS)})")
     for key in ('cores', 'memory'):
         if key not in resources:
-            raise ValueError(f"{BACKEND}: cluster {kind!r} needs {key!r} (per worker job), "
-                             f"e.g. {{'cluster': {kind!r}, 'jobs': 2, 'cores': 4, "
-                             f"'memory': '8GB'}}")
+            raise UsageValueError(f"{BACKEND}: cluster {kind!r} needs {key!r} (per worker job), "
+                                  f"e.g. {{'cluster': {kind!r}, 'jobs': 2, 'cores': 4, "
+                                  f"'memory': '8GB'}}")
     jobs = _whole(resources, 'jobs', 1)
     cores = _whole(resources, 'cores', 1)
     processes = _whole(resources, 'processes', 1)
     if processes > cores:
-        raise ValueError(f"{BACKEND}: resources['processes']={processes} is more than "
-                         f"resources['cores']={cores} (worker processes per job)")
+        raise UsageValueError(f"{BACKEND}: resources['processes']={processes} is more than "
+                              f"resources['cores']={cores} (worker processes per job)")
     memory = resources['memory']
     if not isinstance(memory, str) or not memory.strip():
-        raise TypeError(f"{BACKEND}: resources['memory'] must be a size such as '4GB', "
-                        f"not {memory!r}")
+        raise UsageTypeError(f"{BACKEND}: resources['memory'] must be a size such as '4GB', "
+                             f"not {memory!r}")
     walltime = resources.get('walltime')
     if walltime is not None and (not isinstance(walltime, str) or not walltime.strip()):
-        raise TypeError(f"{BACKEND}: resources['walltime'] must be a string such as "
-                        f"'01:00:00', not {walltime!r}")
+        raise UsageTypeError(f"{BACKEND}: resources['walltime'] must be a string such as "
+                             f"'01:00:00', not {walltime!r}")
     timeout = resources.get('startup_timeout', DEFAULT_STARTUP_TIMEOUT)
     if isinstance(timeout, bool) or not isinstance(timeout, (int, float)) \
             or not math.isfinite(timeout) or timeout <= 0:
-        raise ValueError(f"{BACKEND}: resources['startup_timeout'] must be a positive "
-                         f"number of seconds, not {timeout!r}")
+        raise UsageValueError(f"{BACKEND}: resources['startup_timeout'] must be a positive "
+                              f"number of seconds, not {timeout!r}")
     for key in ('job_extra_directives', 'job_script_prologue', 'job_directives_skip',
                 'worker_extra_args'):
         value = resources.get(key)
         if value is not None and (isinstance(value, str) or not isinstance(value, (list, tuple))
                                   or not all(isinstance(v, str) for v in value)):
-            raise TypeError(f"{BACKEND}: resources[{key!r}] must be a list of strings, "
-                            f"not {value!r}")
+            raise UsageTypeError(f"{BACKEND}: resources[{key!r}] must be a list of strings, "
+                                 f"not {value!r}")
     options = {k: v for k, v in resources.items() if k in PASSED_KEYS}
     options.update(cores=cores, processes=processes)
     # the scheduler's dashboard on a free port, not 8787
@@ -119,8 +119,8 @@ def parse_jobqueue(resources: Mapping[str, Any]) -> Optional[JobQueueSpec]:
 def _whole(resources: Mapping[str, Any], key: str, default: int) -> int:
     value = resources.get(key, default)
     if isinstance(value, bool) or not isinstance(value, int) or value < 1:
-        raise ValueError(f"{BACKEND}: resources[{key!r}] must be a whole number >= 1, "
-                         f"not {value!r}")
+        raise UsageValueError(f"{BACKEND}: resources[{key!r}] must be a whole number >= 1, "
+                              f"not {value!r}")
     return value
 
 

@@ -15,6 +15,7 @@ import os
 import sys
 from dataclasses import dataclass
 from typing import Any, Callable, Dict, Optional, Tuple
+from ...errors import UsageTypeError
 
 
 @dataclass(frozen=True)
@@ -30,7 +31,7 @@ class FunctionRef:
         qualname = getattr(func, '__qualname__', '')
         module = getattr(func, '__module__', None)
         if not module or not qualname or '<locals>' in qualname or '<lambda>' in qualname:
-            raise TypeError(
+            raise UsageTypeError(
                 f"task '{task_name}': a ProcessPoolExecutor can only run functions "
                 f"defined at module level, and {qualname or func!r} is defined inside "
                 f"another function; move it to module level or use a ThreadPoolExecutor")

@@ -20,6 +20,7 @@ from concurrent.futures.process import BrokenProcessPool
 from typing import Any, Dict, Optional, Tuple
 
 from ._functions import FunctionRef, call_by_reference
+from ...errors import BackendError
 
 #: How often a task whose pool broke under it (through no fault of its own)
 #: is started again.
@@ -28,7 +29,7 @@ MAX_INNOCENT_RESTARTS = 3
 REAP_WAIT = 5.0
 
 
-class WorkerDied(RuntimeError):
+class WorkerDied(BackendError):
     """The worker process running the task died."""
 
 

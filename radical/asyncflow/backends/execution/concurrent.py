@@ -15,34 +15,30 @@ import inspect
 from concurrent.futures import Executor, ProcessPoolExecutor, ThreadPoolExecutor
 from typing import Any, Dict, List, Optional, Sequence
 
-from ...constants import StateMapper
 from ._command import CommandSpec, command_failure, run_command
 from ._functions import FunctionRef
 from ._process_pool import SupervisedProcessPool
-from .base import ExecutionBackend, Session
+from .base import BACKEND_STOP_WAIT, Session
+from .dict_protocol import DictFace
 from .spec import Reporter, TaskSpec
-
-#: Seconds shutdown() waits for functions still running in the executor.
-SHUTDOWN_WAIT = 10.0
+from ...errors import UsageStateError, UsageTypeError
 
 
-class ConcurrentExecutionBackend(ExecutionBackend):
+
+class ConcurrentExecutionBackend(DictFace):
     """Local execution on a ThreadPoolExecutor or ProcessPoolExecutor."""
 
-    _NATIVE = True
     reports_running = True
 
     def __init__(self, executor: Executor, *, name: Optional[str] = None) -> None:
         if isinstance(executor, type):
-            raise TypeError(f'ConcurrentExecutionBackend needs an executor instance, not the '
-                            f'class {executor.__name__}: pass e.g. {executor.__name__}(4)')
+            raise UsageTypeError(f'ConcurrentExecutionBackend needs an executor instance, not the '
+                                 f'class {executor.__name__}: pass e.g. {executor.__name__}(4)')
         if not isinstance(executor, (ThreadPoolExecutor, ProcessPoolExecutor)):
-            raise TypeError(f'ConcurrentExecutionBackend needs a ThreadPoolExecutor or '
-                            f'ProcessPoolExecutor, not {type(executor).__name__}')
+            raise UsageTypeError(f'ConcurrentExecutionBackend needs a ThreadPoolExecutor or '
+                                 f'ProcessPoolExecutor, not {type(executor).__name__}')
         self._name = name
         self.session = Session()
-        StateMapper.register_backend_states_with_defaults('concurrent')
-        self._states = StateMapper('concurrent')
         self._running: Dict[str, asyncio.Task] = {}
         self._stopped = False
         self._pool: Optional[SupervisedProcessPool] = None
@@ -59,8 +55,9 @@ class ConcurrentExecutionBackend(ExecutionBackend):
         return self._pool.executor if self._pool is not None else self._executor
 
     async def submit(self, tasks: Sequence[TaskSpec], reporter: Reporter) -> None:
+        """Start each task as an asyncio task of this loop; report through ``reporter``."""
         if self._stopped:
-            raise RuntimeError('ConcurrentExecutionBackend has been shut down')
+            raise UsageStateError('ConcurrentExecutionBackend has been shut down')
         loop = asyncio.get_running_loop()
         for task in tasks:
             runner = loop.create_task(self._execute(task, reporter), name=task.uid)
@@ -110,6 +107,7 @@ class ConcurrentExecutionBackend(ExecutionBackend):
                 self._executor, functools.partial(func, *args, **kwargs))
 
     async def cancel_task(self, uid: str) -> bool:
+        """Cancel a running task (its command is killed); True if it was running."""
         runner = self._running.get(uid)
         if runner is None or runner.done():
             return False
@@ -117,6 +115,7 @@ class ConcurrentExecutionBackend(ExecutionBackend):
         return True
 
     async def shutdown(self) -> None:
+        """Cancel what runs, stop the executor and its processes (bounded wait)."""
         if self._stopped:
             return
         self._stopped = True
@@ -124,7 +123,7 @@ class ConcurrentExecutionBackend(ExecutionBackend):
         for runner in runners:
             runner.cancel()
         if runners:
-            await asyncio.wait(runners, timeout=10)
+            await asyncio.wait(runners, timeout=BACKEND_STOP_WAIT)
         executor = self.executor
         # Snapshot the workers first: executor.shutdown() forgets them.
         workers = self._pool.workers() if self._pool is not None else []
@@ -137,15 +136,10 @@ class ConcurrentExecutionBackend(ExecutionBackend):
         waiter = asyncio.get_running_loop().run_in_executor(
             None, functools.partial(executor.shutdown, wait=True))
         try:
-            await asyncio.wait_for(waiter, timeout=SHUTDOWN_WAIT)
+            await asyncio.wait_for(waiter, timeout=BACKEND_STOP_WAIT)
         except asyncio.TimeoutError:
             pass
 
-    def state(self) -> str:
-        return 'STOPPED' if self._stopped else 'RUNNING'
-
-    def get_task_states_map(self) -> StateMapper:
-        return self._states
 
 
 def _stop_processes(workers: List[Any], grace: float = 3.0) -> None:

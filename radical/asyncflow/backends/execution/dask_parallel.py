@@ -36,11 +36,13 @@ import uuid
 from typing import Any, Callable, Dict, List, NamedTuple, Optional, Sequence, Tuple
 
 from ...constants import StateMapper
-from ...errors import BackendError, MissingDependencyError
+from ...errors import (AsyncFlowError, BackendError, MissingDependencyError, UsageStateError,
+                       UsageTypeError)
 from . import _dask_jobqueue as jobqueue
 from ._command import COMMAND_OPTIONS, CommandSpec, command_failure, run_command_sync
 from ._functions import call_function
-from .base import ExecutionBackend, Session
+from .base import Session
+from .dict_protocol import DictFace
 from .spec import CommandResult, Reporter, TaskSpec
 
 #: Keys of a task's ``task_description`` passed on to ``Client.submit``.
@@ -61,14 +63,13 @@ class _Tracked(NamedTuple):
     future: Any
 
 
-class DaskExecutionBackend(ExecutionBackend):
+class DaskExecutionBackend(DictFace):
     """Execution on a dask.distributed cluster, local or remote.
 
     Workers are expected to share the client's file system: data
     dependencies need no staging.
     """
 
-    _NATIVE = True
 
     def __init__(self, resources: Optional[Dict[str, Any]] = None, *,
                  name: Optional[str] = None) -> None:
@@ -79,8 +80,8 @@ class DaskExecutionBackend(ExecutionBackend):
         if resources is None:
             resources = {}
         if not isinstance(resources, dict):
-            raise TypeError(f'DaskExecutionBackend needs a dict of resources, '
-                            f'not {type(resources).__name__}')
+            raise UsageTypeError(f'DaskExecutionBackend needs a dict of resources, '
+                                 f'not {type(resources).__name__}')
         self._jobqueue = jobqueue.parse_jobqueue(resources)
         if self._jobqueue is not None:
             jobqueue.import_jobqueue()          # missing: an ImportError naming the extra
@@ -91,10 +92,9 @@ class DaskExecutionBackend(ExecutionBackend):
         self.client: Any = None
         self.cluster: Any = None
         self._owns_cluster = not any(self.resources.get(k) for k in CONNECT_OPTIONS)
-        StateMapper.register_backend_states('dask', done_state='finished', failed_state='error',
-                                            canceled_state='cancelled', running_state='running',
-                                            pending='pending', lost='lost')
-        self._states = StateMapper('dask')
+        self._states = StateMapper.of('dask', done_state='finished', failed_state='error',
+                                      canceled_state='cancelled', running_state='running',
+                                      pending='pending', lost='lost')
         self._token = uuid.uuid4().hex[:8]
         self._tasks: Dict[str, _Tracked] = {}                 # uid -> the task in the cluster
         self._uids_of: Dict[int, List[str]] = {}              # id(dask future) -> uids
@@ -146,6 +146,7 @@ class DaskExecutionBackend(ExecutionBackend):
             self._collect(), name='asyncflow-dask-collector')
 
     async def shutdown(self) -> None:
+        """Cancel what runs and close the client and the cluster it started."""
         if self._stopped:
             return
         self._stopped = True
@@ -178,9 +179,10 @@ class DaskExecutionBackend(ExecutionBackend):
     # -- tasks ---------------------------------------------------------------
 
     async def submit(self, tasks: Sequence[TaskSpec], reporter: Reporter) -> None:
+        """Hand the tasks to the Dask cluster; report through ``reporter``."""
         if self._stopped or self.client is None:
-            raise RuntimeError('DaskExecutionBackend is not running: '
-                               + ('it has been shut down' if self._stopped else
+            raise UsageStateError('DaskExecutionBackend is not running: '
+                                  + ('it has been shut down' if self._stopped else
                                   "await it first (backend = await DaskExecutionBackend({...}))"))
         # One Client.map call per group of tasks with the same Dask options:
         # the scheduler then receives one graph per group, not one per task.
@@ -310,6 +312,7 @@ class DaskExecutionBackend(ExecutionBackend):
         return True
 
     async def cancel_task(self, uid: str) -> bool:
+        """Cancel the task in the cluster; True if it will not complete normally."""
         tracked = self._tasks.get(uid)
         if tracked is None:
             return False
@@ -382,11 +385,11 @@ _EARLY_LIMIT = 4096
 _EARLY_WINDOW = 5.0
 
 
-class _TaskCancelled(Exception):
+class _TaskCancelled(AsyncFlowError):
     """The task was cancelled before it started on the worker."""
 
 
-class CommandFailed(Exception):
+class CommandFailed(AsyncFlowError):
     """Raised in the worker when a command exits non-zero, so that Dask
     ``retries`` apply; the client turns it into a TaskExecutionError."""
 

@@ -21,52 +21,28 @@ import weakref
 from dataclasses import dataclass
 from typing import Any, Dict, List, Sequence
 
-from .spec import DataEdge, Reporter, TaskSpec, TaskType, spec_to_dict
-
-#: Methods the engine calls on a dict-protocol backend.
-REQUIRED_METHODS = ('submit_tasks', 'register_callback', 'get_task_states_map', 'cancel_task',
-                    'shutdown', 'link_implicit_data_deps', 'link_explicit_data_deps')
-#: Methods a dict-protocol backend may override on a native one: if it does,
-#: the engine drives it through its dict face so that the override runs.
-DICT_FACE_METHODS = ('submit_tasks', 'task_state_cb', 'register_callback', 'build_task',
-                     'link_implicit_data_deps', 'link_explicit_data_deps')
+from .base import NATIVE_METHODS, backend_name, check_backend
+from .dict_protocol import DICT_FACE_METHODS, DictFace, spec_to_dict
+from .spec import DataEdge, Reporter, TaskSpec, TaskType
 
 log = logging.getLogger('radical.asyncflow')
 
 
-def missing_methods(backend: Any) -> List[str]:
-    """The methods of the dict protocol ``backend`` lacks."""
-    return [name for name in REQUIRED_METHODS if not callable(getattr(backend, name, None))]
-
-
-def check_backend(backend: Any) -> None:
-    """TypeError naming what ``backend`` lacks to be an execution backend."""
-    missing = missing_methods(backend)
-    if missing:
-        has = [name for name in REQUIRED_METHODS if name not in missing]
-        raise TypeError(
-            f'backend must be an execution backend (e.g. await ConcurrentExecutionBackend('
-            f'ThreadPoolExecutor())), not {type(backend).__name__}: it has no '
-            f'{", ".join(m + "()" for m in missing)}'
-            + (f' (it has {", ".join(m + "()" for m in has)})' if has else ''))
-
-
 def speaks_natively(backend: Any) -> bool:
-    """Whether the engine may drive ``backend`` through its native face.
+    """Whether the engine may drive ``backend`` through the native contract.
 
-    True for this package's backends, unless a subclass overrides one of
-    their dict-face methods (then the override is what must run).
+    True when it has the native methods and no dict-protocol method of its own:
+    a backend with ``submit_tasks`` (a dict-protocol backend, or one of ours
+    whose subclass overrides a dict-face method) is driven through that face,
+    so that its own code runs.
     """
-    from .base import BaseExecutionBackend
     cls = type(backend)
-    if not getattr(cls, '_NATIVE', False) or not callable(getattr(backend, 'submit', None)):
+    if not all(inspect.iscoroutinefunction(getattr(cls, name, None)) for name in NATIVE_METHODS):
         return False
     for name in DICT_FACE_METHODS:
-        for klass in cls.__mro__:
-            if name in vars(klass):
-                if not (vars(klass).get('_NATIVE', False) or klass is BaseExecutionBackend):
-                    return False
-                break
+        own = getattr(cls, name, None)
+        if own is not None and own is not getattr(DictFace, name):
+            return False
     return True
 
 
@@ -85,26 +61,36 @@ class LegacyAdapter:
     _adapters: 'weakref.WeakKeyDictionary[Any, LegacyAdapter]' = weakref.WeakKeyDictionary()
     _adapters_lock = threading.Lock()
 
+    #: Adapters of backends that cannot be weakly referenced, by id, while in use.
+    _strong: Dict[int, 'LegacyAdapter'] = {}
+
     @classmethod
     def for_backend(cls, backend: Any) -> 'LegacyAdapter':
-        """The adapter of ``backend`` (made, and its callback registered, on first use)."""
+        """The adapter of ``backend`` (made, and its callback registered, on first use).
+
+        A backend has one callback slot: the one adapter of a backend object
+        owns it for every engine that uses the backend.
+        """
         check_backend(backend)
         with cls._adapters_lock:
             try:
                 adapter = cls._adapters.get(backend)
+                weak = True
             except TypeError:              # not weak-referenceable or unhashable
-                adapter = getattr(backend, '_asyncflow_adapter', None)
+                adapter = cls._strong.get(id(backend))
+                weak = False
             if adapter is None:
                 adapter = cls(backend)
-                try:
+                if weak:
                     cls._adapters[backend] = adapter
-                except TypeError:
-                    backend._asyncflow_adapter = adapter
+                else:
+                    cls._strong[id(backend)] = adapter
         return adapter
 
     def __init__(self, backend: Any) -> None:
         self.backend = backend
         self.states = backend.get_task_states_map()
+        self._engines: List[Any] = []
         self.reports_running = bool(getattr(backend, 'reports_running', False))
         # rhapsody-py backends (which declare their data-linking support) run
         # an executable as an argv unless told to use a shell
@@ -118,9 +104,24 @@ class LegacyAdapter:
     @property
     def name(self) -> str:
         """The backend's name (its ``name`` attribute, else from its class)."""
-        from .base import default_backend_name
-        name = getattr(self.backend, 'name', None)
-        return name if isinstance(name, str) and name else default_backend_name(self.backend)
+        return backend_name(self.backend)
+
+    def attach(self, engine: Any) -> None:
+        """An engine uses the backend from now on."""
+        with self._lock:
+            self._engines.append(engine)
+
+    def detach(self, engine: Any) -> bool:
+        """The engine is done with the backend; True if no other engine uses it."""
+        with self._lock:
+            if engine in self._engines:
+                self._engines.remove(engine)
+            last = not self._engines
+        if last:
+            with self._adapters_lock:
+                if self._strong.get(id(self.backend)) is self:
+                    del self._strong[id(self.backend)]
+        return last
 
     # -- engine side -----------------------------------------------------------
 

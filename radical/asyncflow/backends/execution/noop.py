@@ -4,31 +4,29 @@ from __future__ import annotations
 
 from typing import Optional, Sequence
 
-from ...constants import StateMapper
 from ._command import CommandSpec
-from .base import ExecutionBackend, Session
+from .base import Session
+from .dict_protocol import DictFace
 from .spec import CommandResult, Reporter, TaskSpec
 
 #: What a dry run's executable task "printed".
 _NO_OUTPUT = CommandResult(0, '', '', 0)
 
 
-class NoopExecutionBackend(ExecutionBackend):
+class NoopExecutionBackend(DictFace):
     """Reports every submitted task DONE immediately; a dry run of the workflow.
 
     Function tasks return None and executable tasks an empty stdout.
     """
 
-    _NATIVE = True
 
     def __init__(self, *, name: Optional[str] = None) -> None:
         self._name = name
         self.session = Session()
-        StateMapper.register_backend_states_with_defaults('noop')
-        self._states = StateMapper('noop')
         self._stopped = False
 
     async def submit(self, tasks: Sequence[TaskSpec], reporter: Reporter) -> None:
+        """Report every task DONE at once (functions: None, commands: empty output)."""
         done = reporter.done
         for task in tasks:
             if task.stdio_dir is not None:      # empty files where the output would be
@@ -38,16 +36,13 @@ class NoopExecutionBackend(ExecutionBackend):
             done(task, None if task.function is not None else _NO_OUTPUT)
 
     async def cancel_task(self, uid: str) -> bool:
+        """Nothing is left running to cancel: False."""
         return False        # nothing is ever left running to cancel
 
     async def shutdown(self) -> None:
+        """Nothing to stop."""
         self._stopped = True
 
-    def state(self) -> str:
-        return 'STOPPED' if self._stopped else 'RUNNING'
-
-    def get_task_states_map(self) -> StateMapper:
-        return self._states
 
 
 def _touch_stdio(folder: str) -> int:

@@ -44,27 +44,31 @@ Tested with radical.pilot 1.103 (see :data:`TESTED_RP_VERSIONS`).
 from __future__ import annotations
 
 import asyncio
+import concurrent.futures
 import itertools
 import logging
 import os
 import threading
 import time
-from typing import Any, Callable, Dict, List, Optional, Sequence, Tuple
+from typing import Any, Dict, List, Optional, Sequence, Tuple
 
 from ....constants import StateMapper
-from ....errors import BackendError, MissingDependencyError
+from ....errors import (BackendError, MissingDependencyError, UsageStateError, UsageTypeError,
+                        UsageValueError)
 from ....radical_compat import (TESTED_VERSIONS, is_tested, known_task_uids,
                                 pilot_description_keys, task_description_keys)
 from .._command import CommandSpec
-from ..base import ExecutionBackend, Session
-from ..spec import Reporter, TaskSpec, spec_from_dict
+from ..base import Session
+from ..dict_protocol import DictFace, spec_from_dict
+from ..spec import Reporter, TaskSpec
 from .describe import TaskKind, describe_task, valid_keys
 from .outcome import command_result, failure, function_outcome
 from .payload import attach_call, raptor_function
 from .raptor import (Raptor, check_mpi_function, parse_raptor_config, submit_master,
                      worker_descriptions)
 from .pilots import Pilots, pilot_descriptions
-from .session import close_session, close_when_the_loop_ends, prepare_environment, stop_tasks
+from .workers import DaemonPool
+from .session import RPEnvironment, close_session, close_when_the_loop_ends, stop_tasks
 from .staging import capture_stdio, export_from_sandbox, fetch, task_inputs
 from .tasks import Phase, Submitted, SubmittedTasks
 
@@ -76,10 +80,9 @@ PILOT_STARTUP_TIMEOUT = 600.0
 log = logging.getLogger('radical.asyncflow.radical')
 
 
-class RadicalExecutionBackend(ExecutionBackend):
+class RadicalExecutionBackend(DictFace):
     """Execution on RADICAL-Pilot pilots: one, or several (a list of descriptions)."""
 
-    _NATIVE = True
     #: RUNNING is RP's AGENT_EXECUTING: after the task waited for cores.
     reports_running = True
     #: Each task runs in a sandbox of its own: data is linked or staged in.
@@ -98,22 +101,21 @@ class RadicalExecutionBackend(ExecutionBackend):
         for description in descriptions:
             unknown = sorted(set(description) - pilot_description_keys(rp))
             if unknown:
-                raise ValueError(f'RadicalExecutionBackend: {", ".join(map(repr, unknown))} '
-                                 f'not a PilotDescription key (known: resource, cores, gpus, '
-                                 f'nodes, runtime, queue, project, sandbox, access_schema, ...)')
+                raise UsageValueError(
+                    f'RadicalExecutionBackend: {", ".join(map(repr, unknown))} not a '
+                    f'PilotDescription key (known: resource, cores, gpus, nodes, runtime, queue, '
+                    f'project, sandbox, access_schema, ...)')
         if not isinstance(replace_pilots, bool):
-            raise TypeError(f'replace_pilots must be True or False, not {replace_pilots!r}')
+            raise UsageTypeError(f'replace_pilots must be True or False, not {replace_pilots!r}')
         self._name = name
         self._rp = rp
         self._ru = ru
         if not is_tested('radical.pilot', rp.version):
             log.warning('RadicalExecutionBackend is tested with radical.pilot %s, not %s',
                         ' and '.join(TESTED_RP_VERSIONS), rp.version)
-        StateMapper.register_backend_states('radical', done_state=rp.DONE,
-                                            failed_state=rp.FAILED,
-                                            canceled_state=rp.CANCELED,
-                                            running_state=rp.AGENT_EXECUTING)
-        self._states = StateMapper('radical')
+        self._states = StateMapper.of('radical', done_state=rp.DONE, failed_state=rp.FAILED,
+                                      canceled_state=rp.CANCELED,
+                                      running_state=rp.AGENT_EXECUTING)
         #: The description of the first pilot (all of them: ``pilot_descriptions``).
         self.resources = dict(descriptions[0])
         self.pilot_descriptions = descriptions
@@ -138,7 +140,10 @@ class RadicalExecutionBackend(ExecutionBackend):
         self._raptors: Dict[str, Raptor] = {}          # master uid -> raptor
         self._raptor_of_worker: Dict[str, str] = {}
         self._next_master = itertools.count()
-        self._watchers: List[threading.Thread] = []
+        #: The threads RP is called from.
+        self._threads = DaemonPool('asyncflow-rp')
+        self._watchers: List[Any] = []            # futures of the service watchers
+        self._environment = False                 # holds RPEnvironment
         self._payload_dir = ''
         self._warned_keys: set = set()
         self._td_keys = task_description_keys(rp)
@@ -148,7 +153,7 @@ class RadicalExecutionBackend(ExecutionBackend):
     async def _async_init(self) -> None:
         self._state = 'STARTING'
         deadline = time.monotonic() + self.startup_timeout
-        start = _in_thread(self._start, deadline, name='asyncflow-rp-start')
+        start = self._threads.run(self._start, deadline)
         try:
             # the thread checks the deadline itself; this is the safety net
             await asyncio.wait_for(asyncio.shield(start), self.startup_timeout + 60)
@@ -156,7 +161,7 @@ class RadicalExecutionBackend(ExecutionBackend):
             self._abort.set()
             self._state = 'FAILED'
             if not start.done():        # hung in RP: tear down what exists
-                await asyncio.shield(_in_thread(self._close, name='asyncflow-rp-close'))
+                await asyncio.shield(self._threads.run(self._close))
             if isinstance(exc, asyncio.TimeoutError):
                 raise BackendError(f'RadicalExecutionBackend: the pilot did not start within '
                                    f'{self.startup_timeout:.0f} s') from None
@@ -167,10 +172,11 @@ class RadicalExecutionBackend(ExecutionBackend):
     def _start(self, deadline: float) -> None:
         """Open the session, start the pilot and the raptors (runs in a thread)."""
         rp = self._rp
-        prepare_environment()
+        RPEnvironment.acquire()
+        self._environment = True
         if any(str(d.get('resource', '')).startswith('asyncflow.')
                for d in self.pilot_descriptions):
-            from ....batch import install_rp_resource_configs
+            from .site import install_rp_resource_configs
             install_rp_resource_configs()     # the batch-system resources of this package
         try:
             try:
@@ -232,13 +238,14 @@ class RadicalExecutionBackend(ExecutionBackend):
         return True
 
     async def shutdown(self) -> None:
+        """Cancel unfinished tasks, close the RP session and its pilots."""
         if not self._begin_stopping():
             return
         if self._loop_guard is not None:
             self._loop_guard.cancel()
-        await asyncio.shield(_in_thread(self._close, name='asyncflow-rp-close'))
-        for watcher in self._watchers:
-            watcher.join(timeout=1.0)
+        await asyncio.shield(self._threads.run(self._close))
+        concurrent.futures.wait(self._watchers, timeout=1.0)
+        self._threads.close()
         self._state = 'STOPPED'
 
     def _abandoned(self) -> None:
@@ -252,10 +259,12 @@ class RadicalExecutionBackend(ExecutionBackend):
     def _close(self) -> None:
         """Close the session, then make sure none of its processes is left."""
         session, self.rp_session = self.rp_session, None
-        if session is None:
-            return
-        stop_tasks(self._rp, self.tmgr)
-        close_session(session, self.pmgr)
+        if session is not None:
+            stop_tasks(self._rp, self.tmgr)
+            close_session(session, self.pmgr, self._threads)
+        if self._environment:
+            self._environment = False
+            RPEnvironment.release()
 
     def state(self) -> str:
         return self._state
@@ -283,11 +292,13 @@ class RadicalExecutionBackend(ExecutionBackend):
     # -- tasks -----------------------------------------------------------------
 
     async def submit(self, tasks: Sequence[TaskSpec], reporter: Reporter) -> None:
+        """Describe the tasks as RP tasks and submit them (in the backend's threads)."""
         if self._state != 'RUNNING':
-            raise RuntimeError(f'RadicalExecutionBackend is not running ({self._state}): '
-                               + ('await it first: backend = await RadicalExecutionBackend({...})'
-                                  if self._state == 'NEW' else 'it has been shut down'))
-        await _in_thread(self._submit, list(tasks), reporter, name='asyncflow-rp-submit')
+            raise UsageStateError(
+                f'RadicalExecutionBackend is not running ({self._state}): '
+                + ('await it first: backend = await RadicalExecutionBackend({...})'
+                   if self._state == 'NEW' else 'it has been shut down'))
+        await self._threads.run(self._submit, list(tasks), reporter)
 
     def _submit(self, tasks: List[TaskSpec], reporter: Reporter) -> None:
         batch: List[Tuple[Submitted, Any]] = []
@@ -444,10 +455,7 @@ class RadicalExecutionBackend(ExecutionBackend):
 
     def _watch_service(self, sub: Submitted, rp_task: Any) -> None:
         """Report the service DONE (its info as stdout) once RP says it is up."""
-        watcher = threading.Thread(target=_wait_until_up, args=(self, sub, rp_task),
-                                   daemon=True, name=f'asyncflow-rp-service-{sub.rp_uid}')
-        self._watchers.append(watcher)
-        watcher.start()
+        self._watchers.append(self._threads.submit(_wait_until_up, self, sub, rp_task))
 
     def _on_raptor_state(self, rp_task: Any, state: str) -> None:
         """A master or worker ended: fail the function tasks it can no longer run."""
@@ -481,38 +489,6 @@ def task_nodes(rp_task: Any) -> List[str]:
     except Exception:           # no slots (yet), or not in this form
         return []
     return list(dict.fromkeys(name for name in names if name))
-
-
-# ---------------------------------------------------------------------------
-# Thread hand-over
-
-def _in_thread(func: Callable, *args: Any, name: str) -> 'asyncio.Future':
-    """Run ``func`` in a daemon thread (a hung RP call never blocks exit)."""
-    loop = asyncio.get_running_loop()
-    future = loop.create_future()
-
-    def settle(ok: bool, value: Any) -> None:
-        if future.done():
-            return
-        if ok:
-            future.set_result(value)
-        else:
-            future.set_exception(value)
-
-    def run() -> None:
-        try:
-            value = func(*args)
-        except BaseException as exc:
-            outcome = (False, exc)
-        else:
-            outcome = (True, value)
-        try:
-            loop.call_soon_threadsafe(settle, *outcome)
-        except RuntimeError:            # the loop is gone
-            pass
-
-    threading.Thread(target=run, daemon=True, name=name).start()
-    return future
 
 
 def _wait_until_up(backend: RadicalExecutionBackend, sub: Submitted, rp_task: Any) -> None:

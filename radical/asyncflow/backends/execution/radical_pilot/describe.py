@@ -17,6 +17,7 @@ from typing import Any, Callable, Dict, Optional
 from ..spec import TaskSpec
 from .payload import TRAMPOLINE_COMMAND, Links
 from .staging import link_inputs_command
+from ....errors import UsageValueError
 
 #: Seconds a service task may take to come up (task_description 'startup_timeout').
 SERVICE_STARTUP_TIMEOUT = 300
@@ -52,7 +53,7 @@ def describe_task(rp: Any, uid: str, task: TaskSpec, options: Dict[str, Any], li
     name = task.name
     is_function = task.function is not None
     if task.service and is_function:
-        raise ValueError('RadicalExecutionBackend does not support function service tasks')
+        raise UsageValueError('RadicalExecutionBackend does not support function service tasks')
     opts = valid_keys(dict(options), f"task '{name}'")
     td = rp.TaskDescription(opts)
     td.uid = uid
@@ -73,7 +74,7 @@ def describe_task(rp: Any, uid: str, task: TaskSpec, options: Dict[str, Any], li
     else:
         command = task.command
         if not isinstance(command, str) or not command.strip():
-            raise ValueError(f"executable task '{name}' has no command")
+            raise UsageValueError(f"executable task '{name}' has no command")
         if task.service:
             kind = TaskKind.SERVICE
             td.mode = rp.TASK_SERVICE

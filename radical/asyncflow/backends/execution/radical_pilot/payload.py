@@ -29,6 +29,7 @@ import sys
 import zlib
 from typing import Any, Dict, Optional, Sequence, Tuple
 
+from ....errors import UsageTypeError
 from ....radical_compat import python_task
 from ..spec import TaskSpec
 
@@ -190,8 +191,8 @@ def function_payload(task: TaskSpec, links: Links) -> bytes:
     try:
         call = dill.dumps((func, tuple(task.args), dict(task.kwargs)), recurse=True)
     except Exception as exc:
-        raise TypeError(f"function task '{task.name}' cannot be sent to the pilot: "
-                        f"{type(exc).__name__}: {exc}") from exc
+        raise UsageTypeError(f"function task '{task.name}' cannot be sent to the pilot: "
+                             f"{type(exc).__name__}: {exc}") from exc
     return pickle.dumps({'call': call,
                          'sys_path': [p for p in sys.path if p and os.path.isdir(p)],
                          'links': list(links)})

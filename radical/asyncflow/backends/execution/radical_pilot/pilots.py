@@ -20,7 +20,7 @@ import threading
 import time
 from typing import Any, Dict, List, Optional
 
-from ....errors import BackendError
+from ....errors import BackendError, UsageTypeError, UsageValueError
 from ....radical_compat import fail_only_the_tasks_of_a_lost_pilot
 from .session import pilot_description, pilot_diagnostics
 
@@ -45,7 +45,12 @@ class Pilots:
         self._descriptions = descriptions
         self.replace = replace
         self.startup_timeout = startup_timeout
+        # Never held while RP is called: RP calls _on_pilot_state holding its own
+        # PilotManager lock, which submit_pilots takes too.
         self._lock = threading.RLock()
+        #: Notified when a replacement pilot was submitted.
+        self._changed = threading.Condition(self._lock)
+        self._starting = 0                        # replacements being submitted
         self.all: List[Any] = []                  # every pilot started, in order
         self._description_of: Dict[str, Dict[str, Any]] = {}
         self._stopping = False
@@ -134,9 +139,9 @@ class Pilots:
         elif isinstance(choice, str) and choice in uids:
             uid = choice
         else:
-            raise ValueError(f"task '{task_name}': task_description 'pilot' must be the "
-                             f"index of one of the {first} pilots given (0 to {first - 1}) or "
-                             f"a pilot uid ({', '.join(uids)}), not {choice!r}")
+            raise UsageValueError(f"task '{task_name}': task_description 'pilot' must be the "
+                                  f"index of one of the {first} pilots given (0 to {first - 1}) or "
+                                  f"a pilot uid ({', '.join(uids)}), not {choice!r}")
         if uid in self.lost:
             raise BackendError(f"task '{task_name}' is pinned to pilot {uid}, which has "
                                f"ended: {self.describe()}")
@@ -153,8 +158,14 @@ class Pilots:
             elif self.replace and self._ending(pilot.uid):
                 self._replace_early(pilot)
         with self._lock:
-            running = [p.uid for p in self.all if p.uid not in self.lost
-                       and p.state not in self._rp.FINAL]
+            # a replacement being submitted (by RP's callback thread) is waited for
+            deadline = time.monotonic() + self.startup_timeout
+            while True:
+                running = [p.uid for p in self.all if p.uid not in self.lost
+                           and p.state not in self._rp.FINAL]
+                if running or not self._starting or time.monotonic() > deadline:
+                    break
+                self._changed.wait(0.5)
             fresh = [uid for uid in running if not self._ending(uid)] or running
             self._turn += 1
         if not running:
@@ -178,11 +189,8 @@ class Pilots:
         return self._ending_from.get(uid, float('inf')) <= time.monotonic()
 
     def _replace_early(self, pilot: Any) -> None:
-        with self._lock:
-            if self._stopping or pilot.uid in self._replaced:
-                return
+        if self._replace(pilot):
             log.warning('pilot %s nears the end of its runtime', pilot.uid)
-            self._replace(pilot)
 
     def stop(self) -> None:
         """The backend shuts down: pilots ending now are not lost, nor replaced."""
@@ -194,16 +202,14 @@ class Pilots:
                 self._note_active(pilot)
             if state not in self._rp.FINAL or self._stopping:
                 return True
-            # the replacement is started under the lock: a retry that finds no
-            # pilot running (in _next) waits for it instead of failing
             with self._lock:
                 if pilot.uid not in self._description_of or pilot.uid in self.lost:
                     return True
                 self.lost.append(pilot.uid)
                 log.warning('pilot %s on %s ended %s while the backend runs; its '
                             'unfinished tasks fail', pilot.uid, pilot.resource, state)
-                if self.replace and pilot.uid not in self._replaced:
-                    self._replace(pilot)
+            if self.replace:
+                self._replace(pilot)
             try:
                 self.tmgr.remove_pilots(pilot.uid)
             except Exception as exc:
@@ -213,12 +219,28 @@ class Pilots:
                           getattr(pilot, 'uid', '?'))
         return True
 
-    def _replace(self, pilot: Any) -> None:
-        """Start a pilot of the same description (it becomes active in the background)."""
-        self._replaced.add(pilot.uid)
-        replacement = self._submit(self._description_of[pilot.uid])
-        self.replacements += 1
+    def _replace(self, pilot: Any) -> bool:
+        """Start a pilot of the same description, once (it becomes active in the
+        background); False if it was replaced already or the backend stops.
+
+        RP is called without the lock held; a task that finds no pilot running
+        meanwhile waits for the replacement (see :meth:`_next`).
+        """
+        with self._lock:
+            if self._stopping or pilot.uid in self._replaced:
+                return False
+            self._replaced.add(pilot.uid)
+            self._starting += 1
+        replacement = None
+        try:
+            replacement = self._submit(self._description_of[pilot.uid])
+        finally:
+            with self._lock:
+                self._starting -= 1
+                self.replacements += replacement is not None
+                self._changed.notify_all()
         log.warning('pilot %s replaces %s', replacement.uid, pilot.uid)
+        return True
 
     def describe(self) -> str:
         """``pilot.0000 (ACTIVE), ...`` for messages."""
@@ -233,6 +255,6 @@ def pilot_descriptions(resources: Any) -> List[Dict[str, Any]]:
     if isinstance(resources, (list, tuple)) and resources and \
             all(isinstance(r, dict) for r in resources):
         return [dict(r) for r in resources]
-    raise TypeError(f'RadicalExecutionBackend needs a dict of PilotDescription keys, or a '
-                    f'non-empty list of them (one per pilot), not {type(resources).__name__}')
+    raise UsageTypeError(f'RadicalExecutionBackend needs a dict of PilotDescription keys, or a '
+                         f'non-empty list of them (one per pilot), not {type(resources).__name__}')
 

@@ -12,6 +12,7 @@ from dataclasses import dataclass, field
 from typing import Any, Dict, List, Optional, Tuple
 
 from .describe import KeyFilter, allow_mpi_as_root, keep_node_name
+from ....errors import UsageTypeError, UsageValueError
 
 
 #: The file of RP's workers with this backend's payload runner imported once
@@ -61,29 +62,30 @@ def parse_raptor_config(config: Optional[Dict[str, Any]]) -> Tuple[MasterSpec, .
     if config is None:
         return ()
     if not isinstance(config, dict):
-        raise TypeError(f'raptor_config must be a dict, not {type(config).__name__}')
+        raise UsageTypeError(f'raptor_config must be a dict, not {type(config).__name__}')
     masters = config.get('masters')
     if not isinstance(masters, list) or not masters:
-        raise ValueError("raptor_config needs a non-empty list 'masters', e.g. "
-                         "{'masters': [{'ranks': 1, 'workers': [{'ranks': 1, "
-                         "'worker_type': 'DefaultWorker'}]}]}")
+        raise UsageValueError("raptor_config needs a non-empty list 'masters', e.g. "
+                              "{'masters': [{'ranks': 1, 'workers': [{'ranks': 1, "
+                              "'worker_type': 'DefaultWorker'}]}]}")
     specs = []
     for i, master in enumerate(masters):
         if not isinstance(master, dict):
-            raise TypeError(f'raptor_config master {i} must be a dict, not {type(master).__name__}')
+            raise UsageTypeError(f'raptor_config master {i} must be a dict, '
+                                 f'not {type(master).__name__}')
         options = {k: v for k, v in master.items() if k != 'workers'}
         workers = master.get('workers')
         if not isinstance(workers, list) or not workers:
-            raise ValueError(f"raptor_config master {i} needs a non-empty list 'workers'")
+            raise UsageValueError(f"raptor_config master {i} needs a non-empty list 'workers'")
         wspecs = []
         for j, worker in enumerate(workers):
             if not isinstance(worker, dict):
-                raise TypeError(f'raptor_config master {i} worker {j} must be a dict')
+                raise UsageTypeError(f'raptor_config master {i} worker {j} must be a dict')
             wopts = dict(worker)
             ranks = wopts.pop('ranks', 1)
             if isinstance(ranks, bool) or not isinstance(ranks, int) or ranks < 1:
-                raise ValueError(f'raptor_config master {i} worker {j}: ranks must be a '
-                                 f'positive int, not {ranks!r}')
+                raise UsageValueError(f'raptor_config master {i} worker {j}: ranks must be a '
+                                      f'positive int, not {ranks!r}')
             cls = wopts.pop('worker_type', None) or wopts.pop('raptor_class', None) \
                 or 'DefaultWorker'
             wspecs.append(WorkerSpec(ranks, cls, wopts))
@@ -109,10 +111,10 @@ def check_mpi_function(masters: Tuple[MasterSpec, ...], name: str, ranks: int) -
                 what = f'an MPIWorker of {worker.ranks} ranks'
             else:
                 continue
-            raise ValueError(f"function task '{name}' asks for {ranks} ranks, but worker {j} "
-                             f"of RAPTOR master {i} is {what}: every worker in raptor_config "
-                             f"must be an MPIWorker of at least {ranks} ranks (RADICAL-Pilot "
-                             f"hands a task to any worker)")
+            raise UsageValueError(f"function task '{name}' asks for {ranks} ranks, but worker {j} "
+                                  f"of RAPTOR master {i} is {what}: every worker in raptor_config "
+                                  f"must be an MPIWorker of at least {ranks} ranks (RADICAL-Pilot "
+                                  f"hands a task to any worker)")
 
 
 def submit_master(rp: Any, ru: Any, tmgr: Any, session_uid: str, spec: MasterSpec,

@@ -31,15 +31,53 @@ PILOT_CANCEL_TIMEOUT = 30.0
 log = logging.getLogger('radical.asyncflow.radical')
 
 
-def prepare_environment() -> None:
-    """Let RP find its helper programs and Python when the venv is not activated."""
-    bindir = os.path.dirname(sys.executable)
-    path = os.environ.get('PATH', '')
-    if bindir not in path.split(os.pathsep):
-        os.environ['PATH'] = bindir + os.pathsep + path if path else bindir
-    if sys.prefix != sys.base_prefix and not os.environ.get('VIRTUAL_ENV') \
-            and not os.environ.get('CONDA_PREFIX'):
-        os.environ['VIRTUAL_ENV'] = sys.prefix
+class RPEnvironment:
+    """The environment RP starts its helpers from, while a backend needs it.
+
+    RP runs its helper programs and Python by name: when this interpreter's
+    venv is not activated, its ``bin`` goes on ``PATH`` and ``VIRTUAL_ENV``
+    names it.  The first backend that starts makes the change, the last one
+    that closes undoes it (where nobody changed the variables since).
+    """
+
+    _lock = threading.Lock()
+    _users = 0
+    _saved: Dict[str, Any] = {}       # variable -> (value before, value set)
+
+    @classmethod
+    def acquire(cls) -> None:
+        """A backend starts: make the change if it is the first."""
+        with cls._lock:
+            cls._users += 1
+            if cls._users > 1:
+                return
+            wanted = {}
+            bindir = os.path.dirname(sys.executable)
+            path = os.environ.get('PATH', '')
+            if bindir not in path.split(os.pathsep):
+                wanted['PATH'] = bindir + os.pathsep + path if path else bindir
+            if sys.prefix != sys.base_prefix and not os.environ.get('VIRTUAL_ENV') \
+                    and not os.environ.get('CONDA_PREFIX'):
+                wanted['VIRTUAL_ENV'] = sys.prefix
+            for name, value in wanted.items():
+                cls._saved[name] = (os.environ.get(name), value)
+                os.environ[name] = value
+
+    @classmethod
+    def release(cls) -> None:
+        """A backend closed: undo the change if it was the last."""
+        with cls._lock:
+            cls._users = max(cls._users - 1, 0)
+            if cls._users:
+                return
+            for name, (before, value) in cls._saved.items():
+                if os.environ.get(name) != value:
+                    continue            # changed by someone else since: theirs now
+                if before is None:
+                    del os.environ[name]
+                else:
+                    os.environ[name] = before
+            cls._saved = {}
 
 
 def pilot_description(resources: Dict[str, Any], rp_session: Any) -> Dict[str, Any]:
@@ -129,14 +167,11 @@ def stop_tasks(rp: Any, tmgr: Any) -> None:
         log.warning('cancelling the remaining RP tasks: %s', exc)
 
 
-def close_session(session: Any, pmgr: Any) -> None:
-    """Close the session (bounded), then make sure none of its processes is left."""
+def close_session(session: Any, pmgr: Any, threads: Any) -> None:
+    """Close the session (bounded, in one of ``threads``), then make sure none of its
+    processes is left."""
     sid = session.uid
-    closer = threading.Thread(target=_close_session, args=(session, pmgr), daemon=True,
-                              name='asyncflow-rp-session-close')
-    closer.start()
-    closer.join(CLOSE_TIMEOUT)
-    if closer.is_alive():
+    if not threads.call(_close_session, session, pmgr, timeout=CLOSE_TIMEOUT):
         log.warning('closing RP session %s took more than %.0f s', sid, CLOSE_TIMEOUT)
     _reap_session_processes(sid, PROCESS_EXIT_TIMEOUT)
 

@@ -15,7 +15,7 @@ import urllib.parse
 import urllib.request
 from typing import Any, Dict, List, Optional, Tuple
 
-from ....errors import BackendError
+from ....errors import BackendError, UsageValueError
 from ..spec import DataEdge, TaskSpec
 
 log = logging.getLogger('radical.asyncflow.radical')
@@ -52,9 +52,9 @@ def stage_from_source(rp: Any, file_name: Optional[str],
     elif scheme in ('pilot', 'task', 'resource', 'endpoint'):
         directive['action'] = rp.COPY
     elif scheme != 'client':
-        raise ValueError(f'RadicalExecutionBackend cannot stage {source!r}: '
-                         f'{scheme}:// URLs are not supported (use a local path, '
-                         f'file://, http(s)://, ftp:// or pilot:///)')
+        raise UsageValueError(f'RadicalExecutionBackend cannot stage {source!r}: '
+                              f'{scheme}:// URLs are not supported (use a local path, '
+                              f'file://, http(s)://, ftp:// or pilot:///)')
     return directive
 
 
