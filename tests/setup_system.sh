@@ -3,7 +3,7 @@
 # and quiet; needs root or sudo.
 #  - OpenMPI: mpiexec for the RADICAL-Pilot MPI tests, mpicc/headers to build
 #    mpi4py (the 'mpi' pip extra).
-#  - SLURM + munge for the test clusters of tests/slurm_cluster.py
+#  - SLURM + munge for the test clusters of tests/support/slurm_cluster.py
 #    (slurmctld, slurmd, the clients, munged) and slurm-wlm-torque (qsub on
 #    top of SLURM, for the PBS tests).  Only installed: the test fixture starts
 #    and stops the daemons itself (none is enabled or started here).
