@@ -167,7 +167,7 @@ def pilot_resources(args: argparse.Namespace, base: str) -> Dict[str, Any]:
     """The PilotDescription keys for ``--resource``/``--nodes``/``--cores``."""
     extra = json.loads(args.resources) if args.resources else {}
     if args.resource == 'auto':
-        from radical.asyncflow.batch import detect_allocation, install_rp_resource_configs
+        from radical.asyncflow.cli.batch import detect_allocation, install_rp_resource_configs
         allocation = detect_allocation(walltime=True)
         if allocation is None:
             raise SystemExit('--resource auto: not inside a SLURM or PBS allocation')

@@ -164,7 +164,7 @@ class LatencyProbe:
 async def run_storm(spec: Dict[str, Any]) -> Dict[str, Any]:
     """One storm of spec['n'] tasks in this process; its figures."""
     from radical.asyncflow import WorkflowEngine
-    from radical.asyncflow import journal as journal_module
+    from radical.asyncflow.campaign import journal as journal_module
     n, mode, work_dir = spec['n'], spec['mode'], spec['work_dir']
     flush_time = [0.0]
     journal_path = os.path.join(work_dir, 'storm.journal') if mode == 'journal' else None

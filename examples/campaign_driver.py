@@ -24,13 +24,13 @@ is a deterministic function of its arguments).  See docs/hpc.md.
 
 import argparse
 import asyncio
-import os
 import random
 import shlex
 import statistics
 from concurrent.futures import ThreadPoolExecutor
 
 from radical.asyncflow import ConcurrentExecutionBackend, WorkflowEngine
+from radical.asyncflow.config import chosen_backends
 
 # The "simulation code": a small awk program, available on every node.  It
 # integrates a noisy quadratic objective at x and prints the final value.
@@ -50,8 +50,9 @@ def parse_args():
 
 
 async def create_engine():
-    """The backend radical-asyncflow-run configured, else a local thread pool."""
-    if os.environ.get('RADICAL_ASYNCFLOW_BACKEND'):
+    """The backend radical-asyncflow-run (or the environment) chose, else a local
+    thread pool."""
+    if chosen_backends():
         return await WorkflowEngine.create()
     backend = await ConcurrentExecutionBackend(ThreadPoolExecutor(max_workers=8))
     return await WorkflowEngine.create(backend=backend)
