@@ -119,7 +119,8 @@ class Engine:
         #: How the run ended, once known (see shutdown.outcome_of).
         self._outcome: Optional[Dict[str, Any]] = None
         self._signals = SignalHub.join(self.loop, SignalMember(
-            on_signal=self._on_signal, creator=asyncio.current_task()))
+            on_signal=self._on_signal, creator=asyncio.current_task(),
+            cancel_pending=lambda: self._shutdown.cancel_pending(stop_in_backend=False)))
         self._shutdown = Shutdown(
             engine_log=log, prof=prof, shutdown_event=self._shutdown_event,
             records=self._records, routes=routes, reporter=self._reporter,

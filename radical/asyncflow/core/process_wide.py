@@ -118,6 +118,9 @@ class SignalMember:
     on_signal: Callable[[int], Optional[asyncio.Future]]
     #: The task that created the engine: cancelled once the engines stopped.
     creator: Optional[asyncio.Task]
+    #: Cancels the engine's unfinished futures; called for every engine only once
+    #: all have stopped, so the program unwinds after every record is kept.
+    cancel_pending: Callable[[], None]
     hub: Optional['SignalHub'] = None
 
     def leave(self) -> None:
@@ -217,6 +220,8 @@ class SignalHub:
         try:
             if stops:
                 await asyncio.wait(stops)
+            for member in members:
+                member.cancel_pending()
             self._remove()
             creators = {member.creator for member in members
                         if member.creator is not None and not member.creator.done()}

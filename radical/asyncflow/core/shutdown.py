@@ -78,8 +78,8 @@ class Shutdown:
             # Backends that are shut down need not be told of each cancelled task.
             self.cancel_pending(stop_in_backend=skip_backends)
         else:
-            # Stopped by a signal: the futures are cancelled last (below), when the
-            # record is kept, so that the program unwinds only then.
+            # Stopped by a signal: the SignalHub cancels the futures once every
+            # engine of the loop kept its record, so that the program unwinds only then.
             self._reporter.closed = True
         await self._outcomes.wait_background(ENGINE_STOP_WAIT)
         if signal is None:
@@ -103,8 +103,6 @@ class Shutdown:
         for route in self._routes:
             route.forget(self._reporter)
         self.keep_record(outcome or outcome_of(None, signal), signal)
-        if signal is not None:
-            self.cancel_pending(stop_in_backend=False)
         self._log.info('engine stopped')
 
     async def abandon(self, internal: List[asyncio.Task]) -> Dict[str, Any]:
