@@ -190,6 +190,7 @@ class Outcomes:
         attempt = record.attempt
         if attempt is not None and attempt.timer is not None:
             attempt.stop_timer()
+        succeeded = False
         if future.cancelled():
             submitted = record.state in (NodeState.SUBMITTED, NodeState.RUNNING)
             for dependent in self._graph.abort(record, NodeState.CANCELED):
@@ -204,10 +205,11 @@ class Outcomes:
                     continue
                 dependent.future.set_exception(dependency_failure(dependent, root))
         else:
+            succeeded = True
             released = self._graph.succeed(record)
             if released:
                 self._ready.extend(released)
-        record.release()
+        record.release(succeeded)
 
     def finish_after_dependency(self, record: ComponentRecord, dep: ComponentRecord) -> None:
         """Settle a new component whose dependency ``dep`` had failed or was cancelled."""

@@ -164,15 +164,14 @@ class ComponentRecord(Node):
             return self._future_ref()
         return future
 
-    def release(self) -> None:
-        """The component finished: let go of its inputs, and keep the future (and
-        so the result) alive only while the program does."""
+    def release(self, succeeded: bool) -> None:
+        """The component finished: let go of its inputs and, after a success, keep
+        the future (and so the result) alive only while the program does."""
         self.args = self.kwargs = None
         self.dependencies = None
         self.attempt = None
-        future = self._future
-        if future is not None and not future.cancelled() and future.exception() is None:
-            self._future_ref = weakref.ref(future)
+        if succeeded and self._future is not None:
+            self._future_ref = weakref.ref(self._future)
             self._future = None
 
     def __repr__(self) -> str:

@@ -33,6 +33,15 @@ from .routing import BackendRoute, Routes
 #: Ready components handed to a backend per submission batch.
 SUBMIT_BATCH = 4096
 
+#: TaskSpec's fields in the order prepare() passes them to _new_spec.
+_SPEC_FIELDS = ('uid', 'name', 'type', 'function', 'command', 'args', 'kwargs', 'options',
+                'service', 'attempt', 'inputs', 'input_files', 'output_files',
+                'workflow_id', 'stdio_dir')
+if TaskSpec._fields != _SPEC_FIELDS:      # a field added or moved: fail at import, loudly
+    raise ImportError(f'TaskSpec fields {TaskSpec._fields} != the scheduler\'s '
+                      f'{_SPEC_FIELDS}: update Scheduler.prepare')
+_new_spec = tuple.__new__
+
 
 class ReadyQueue:
     """Components ready to go to their backends, and the scheduler's wake-up.
@@ -150,18 +159,18 @@ class Scheduler:
             inputs = self._data_edges(record) \
                 if record.dependencies or record.files else ()
             files = record.files
-            record.attempt = Attempt(TaskSpec(
-                uid=record.uid, name=spec.name, type=spec.task_type,
-                function=spec.func if spec.task_type is not EXECUTABLE else None,
-                command=None, args=args,
-                kwargs=types.MappingProxyType(kwargs) if kwargs else NO_OPTIONS,
-                options=types.MappingProxyType(record.options) if record.options
-                else NO_OPTIONS,
-                service=spec.is_service, attempt=1, inputs=inputs,
-                input_files=files[0] if files else (), output_files=files[1] if files else (),
-                workflow_id=record.workflow_id,
-                stdio_dir=os.path.join(self._run_dir, record.uid) if spec.capture_stdio
-                else None))
+            # Positional through tuple.__new__ (a keyword TaskSpec(...) costs ~10% of a
+            # no-op task); _SPEC_FIELDS pins the order, checked when this module loads.
+            record.attempt = Attempt(_new_spec(TaskSpec, (
+                record.uid, spec.name, spec.task_type,
+                spec.func if spec.task_type is not EXECUTABLE else None,
+                None, args,
+                types.MappingProxyType(kwargs) if kwargs else NO_OPTIONS,
+                types.MappingProxyType(record.options) if record.options else NO_OPTIONS,
+                spec.is_service, 1, inputs,
+                files[0] if files else (), files[1] if files else (),
+                record.workflow_id,
+                os.path.join(self._run_dir, record.uid) if spec.capture_stdio else None)))
             return True
         except Exception as exc:
             if not record.future.done():
