@@ -24,7 +24,7 @@ import pytest
 
 from radical.asyncflow import ConcurrentExecutionBackend, WorkflowEngine
 
-from backend_params import HAVE_DASK, needs_dask
+from backend_params import needs_dask
 from helpers import wait_until
 
 WAIT = 90

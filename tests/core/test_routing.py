@@ -56,7 +56,7 @@ async def test_the_first_backend_is_the_default_and_all_are_named(two):
 
 
 async def test_names_come_from_the_class_or_a_foreign_name_attribute():
-    from test_legacy_backends import ForeignBackend
+    from foreign_backend import ForeignBackend
     foreign = ForeignBackend()
     foreign.name = 'elsewhere'
     engine = await WorkflowEngine.create(backend=[NoopExecutionBackend(), foreign,
