@@ -44,6 +44,7 @@ def test_task_manager_known_uids_and_pilot_cancel_timeout():
 
 def test_local_clock_profiler_writes_without_ntp(tmp_path, monkeypatch):
     monkeypatch.setenv('RADICAL_PROFILE', 'True')
+    monkeypatch.delenv('RADICAL_ASYNCFLOW_PROFILE', raising=False)   # the autouse fixture's
     prof = radical_compat.local_clock_profiler(ru, name='compat', ns='radical.asyncflow',
                                                path=str(tmp_path))
     assert prof.enabled
