@@ -39,6 +39,7 @@ import signal
 import sys
 import threading
 import traceback
+import time
 from typing import List, Optional
 
 from .. import errors
@@ -112,7 +113,7 @@ def build_parser() -> argparse.ArgumentParser:
                         help='campaign journal (SQLite): tasks it records as done are not '
                              'run again, new completions are added (created if missing)')
     parser.add_argument('--stop-after', metavar='SECONDS', type=_count('seconds', 1),
-                        help='send the driver SIGUSR1 after SECONDS: an orderly stop with '
+                        help='send the driver SIGUSR1 after SECONDS (once it has an engine): an orderly stop with '
                              'status 138, as a batch system\'s walltime warning does')
     parser.add_argument('--quiet', action='store_true', default=None,
                         help='print no progress and no run summary')
@@ -316,12 +317,22 @@ def one_line(exc: BaseException, driver: str) -> str:
     return f'{type(exc).__name__}: {lines[0] if lines else ""}{where}'.rstrip()
 
 
-def _arm_stop_timer(seconds: int) -> threading.Timer:
-    """SIGUSR1 to this process after ``seconds`` (the engine stops in order)."""
-    timer = threading.Timer(seconds, os.kill, (os.getpid(), signal.SIGUSR1))
-    timer.daemon = True
-    timer.start()
-    return timer
+def _arm_stop_timer(seconds: int, run: RunContext) -> threading.Thread:
+    """SIGUSR1 to this process after ``seconds``, once the driver has an engine.
+
+    Before the first engine exists nothing handles SIGUSR1, and its default
+    action would kill the driver without a record (a slow start-up on a
+    loaded node takes seconds), so the signal waits for the engine.
+    """
+    def stop_later() -> None:
+        time.sleep(seconds)
+        while run.engines_created == 0:
+            time.sleep(0.05)
+        os.kill(os.getpid(), signal.SIGUSR1)
+
+    thread = threading.Thread(target=stop_later, name='asyncflow-stop-after', daemon=True)
+    thread.start()
+    return thread
 
 
 _SUBMIT_FLAGS = {'batch_options': '--batch-option'}
@@ -389,7 +400,7 @@ def main(argv: Optional[List[str]] = None) -> int:
             _say(settings, f'backend {cfg.name}: one pilot on {cfg.resources["resource"]} '
                            f'({json.dumps(cfg.resources)})')
     if args.stop_after:
-        _arm_stop_timer(args.stop_after)
+        _arm_stop_timer(args.stop_after, run)
     status = run_driver(driver, args.driver_args, run, args.debug)
     if run.signal is not None:
         status = 128 + run.signal
