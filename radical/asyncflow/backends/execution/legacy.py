@@ -28,20 +28,27 @@ from .spec import DataEdge, Reporter, TaskSpec, TaskType
 log = logging.getLogger('radical.asyncflow')
 
 
+_PACKAGE = 'radical.asyncflow.'
+
+
 def speaks_natively(backend: Any) -> bool:
     """Whether the engine may drive ``backend`` through the native contract.
 
-    True when it has the native methods and no dict-protocol method of its own:
-    a backend with ``submit_tasks`` (a dict-protocol backend, or one of ours
-    whose subclass overrides a dict-face method) is driven through that face,
-    so that its own code runs.
+    True when it has the native methods and no dict-protocol method written
+    outside this package: a backend with its own ``submit_tasks`` (a
+    dict-protocol backend, or a program's subclass of one of ours that
+    overrides a dict-face method) is driven through that face, so that its
+    own code runs.
     """
     cls = type(backend)
     if not all(inspect.iscoroutinefunction(getattr(cls, name, None)) for name in NATIVE_METHODS):
         return False
     for name in DICT_FACE_METHODS:
-        own = getattr(cls, name, None)
-        if own is not None and own is not getattr(DictFace, name):
+        owner = next((klass for klass in cls.__mro__ if name in vars(klass)), None)
+        # Our backends may shape their own dict face (RP's build_task); a method
+        # written outside the package is a program's and must run.
+        if owner is not None and owner is not DictFace \
+                and not owner.__module__.startswith(_PACKAGE):
             return False
     return True
 
