@@ -1,0 +1,260 @@
+"""Is a pilot still launching tasks?  What the client can see of its agent (issue 25).
+
+RADICAL-Pilot 1.103 does not supervise its agent's components: when
+``agent_executing`` dies (killed, or aborted inside libzmq: see
+:mod:`.agent_fix`) or hangs, agent_0 goes on, the pilot stays
+``PMGR_ACTIVE`` and the tasks it holds never change state again.  Each
+component runs as a process titled ``rp.<component uid>`` whose working
+directory is the pilot sandbox, and writes ``<uid>.err`` (its stderr: empty
+while it is healthy; an abort leaves glibc's or libzmq's message there, and
+with ``PYTHONFAULTHANDLER`` every thread's Python stack) and ``<uid>.prof``
+(one line per event; ``END`` last when it stops cleanly) in that sandbox.
+
+:class:`PilotHealth` judges one pilot from three sources, in this order:
+
+1. the component's process, where the client sees it (``local.*``
+   resources: same host): gone or a zombie -> ``COMPONENT_DEAD``; stopped
+   (``T``, e.g. SIGSTOP) in two checks in a row -> ``COMPONENT_STOPPED``;
+2. its ``.err`` in the sandbox, where the client can read it (local, or a
+   file system the cluster shares): a fatal line -> ``COMPONENT_FAILED``;
+3. the flow of state reports (any resource): the pilot holds tasks not yet
+   running and sent no state report for ``stall_after`` seconds, and either
+   it has cores the client does not count as busy, or a task it reported
+   running has ended on the node (its ``<uid>.prof`` in the task sandbox,
+   written by RP's launch script when RP's profiling is on, has
+   ``launch_stop``) -> ``STALLED``.  Otherwise the silence may be long tasks
+   legitimately running: their own timeouts govern them.
+
+:class:`PilotWatcher` runs the checks in a thread and reports the first
+finding once.  What to do then (fail the pilot's tasks, cancel it, start a
+replacement) is the backend's business.
+"""
+
+from __future__ import annotations
+
+import enum
+import logging
+import os
+import re
+import threading
+import time
+from dataclasses import dataclass
+from typing import Callable, Optional, Sequence, Tuple
+
+log = logging.getLogger('radical.asyncflow.radical')
+
+#: The component that launches tasks (the one issue 25 saw die).
+EXECUTING = 'agent_executing.0000'
+#: Default seconds without a state report before a pilot that holds tasks
+#: waiting for free cores is stalled (see docs: measured gaps of healthy pilots).
+STALL_AFTER = 120.0
+#: Default seconds between checks.
+CHECK_EVERY = 2.0
+#: Lines in a component's .err that mean it is dead or dying.
+FATAL = re.compile(r'double free|corruption|Segmentation fault|Fatal Python error|'
+                   r'Assertion failed|Aborted|core dumped|malloc\(\)|free\(\)|Killed')
+
+
+class Verdict(enum.Enum):
+    """What was seen of the pilot's launching component."""
+    COMPONENT_DEAD = 'component dead'
+    COMPONENT_STOPPED = 'component stopped'
+    COMPONENT_FAILED = 'component failed'
+    STALLED = 'stalled'
+
+
+@dataclass(frozen=True)
+class Finding:
+    """Why a pilot is taken for lost: one line of ``detail`` for messages."""
+    verdict: Verdict
+    pilot: str
+    component: str
+    detail: str
+    at: float                   # time.monotonic() of the check that found it
+
+    def message(self) -> str:
+        """``pilot P: <component> <verdict>: <detail>``, for logs and task errors."""
+        return f'pilot {self.pilot}: {self.component} {self.verdict.value}: {self.detail}'
+
+
+@dataclass(frozen=True)
+class Flow:
+    """What the client knows of the tasks it sent to one pilot."""
+    waiting: int                # sent, no AGENT_EXECUTING report yet
+    busy_cores: int             # cores of the tasks reported running, not final
+    cores: int                  # the pilot's cores
+    last_report: float          # time.monotonic() of the last state report of its tasks
+    #: (task sandbox path, task uid) of tasks reported running, oldest first
+    running: Sequence[Tuple[str, str]] = ()
+
+
+class SandboxProbe:
+    """One component of one pilot, as its sandbox (and, when local, /proc) show it."""
+
+    def __init__(self, sandbox: str, component: str = EXECUTING,
+                 local: bool = True) -> None:
+        self.sandbox = sandbox
+        self.component = component
+        self.local = local
+        self._pid: Optional[int] = None
+        self._err_seen = 0
+
+    def pid(self) -> Optional[int]:
+        """The component's PID (local pilots only; None until found)."""
+        if self._pid is None and self.local:
+            self._pid = find_component_pid(self.sandbox, self.component)
+        return self._pid
+
+    def process_state(self) -> Optional[str]:
+        """``/proc`` state letter of the component (``R``, ``S``, ``T``, ``Z``...),
+        ``'gone'`` once a process seen before is gone, None when unknown."""
+        pid = self.pid()
+        if pid is None:
+            return None
+        try:
+            with open(f'/proc/{pid}/stat') as f:
+                return f.read().rsplit(')', 1)[1].split()[0]
+        except (OSError, IndexError):
+            return 'gone'
+
+    def new_err(self) -> str:
+        """What the component wrote to its ``.err`` since the last call."""
+        path = os.path.join(self.sandbox, f'{self.component}.err')
+        try:
+            with open(path, 'rb') as f:
+                f.seek(self._err_seen)
+                data = f.read(65536)
+        except OSError:
+            return ''
+        self._err_seen += len(data)
+        return data.decode(errors='replace')
+
+    def err_text(self, limit: int = 4000) -> str:
+        """The first ``limit`` characters of the component's ``.err``."""
+        try:
+            with open(os.path.join(self.sandbox, f'{self.component}.err'),
+                      errors='replace') as f:
+                return f.read(limit)
+        except OSError:
+            return ''
+
+
+def find_component_pid(sandbox: str, component: str = EXECUTING) -> Optional[int]:
+    """The PID of a pilot's component on this host: RP titles it ``rp.<uid>``
+    (setproctitle) and starts it in the pilot sandbox."""
+    sandbox = os.path.realpath(sandbox)
+    title = f'rp.{component}'.encode()
+    for entry in os.listdir('/proc'):
+        if not entry.isdigit():
+            continue
+        try:
+            with open(f'/proc/{entry}/cmdline', 'rb') as f:
+                if f.read().split(b'\0')[0].strip() != title:
+                    continue
+            if os.path.realpath(os.readlink(f'/proc/{entry}/cwd')) == sandbox:
+                return int(entry)
+        except OSError:
+            continue
+    return None
+
+
+class PilotHealth:
+    """The checks of one pilot (see the module docstring); not thread safe."""
+
+    def __init__(self, pilot: str, sandbox: str, *, local: bool,
+                 stall_after: float = STALL_AFTER, component: str = EXECUTING) -> None:
+        self.pilot = pilot
+        self.stall_after = stall_after
+        self.probe = SandboxProbe(sandbox, component, local)
+        self._stopped_checks = 0
+        self._err = ''
+
+    def check(self, flow: Optional[Flow], now: Optional[float] = None) -> Optional[Finding]:
+        """The first rule that holds (module docstring), or None: the pilot looks alive."""
+        now = time.monotonic() if now is None else now
+        name = self.probe.component
+        state = self.probe.process_state()
+        self._err += self.probe.new_err()
+        first_line = next((line for line in self._err.splitlines() if line.strip()), '')
+        if state in ('gone', 'Z', 'X'):
+            return Finding(Verdict.COMPONENT_DEAD, self.pilot, name,
+                           f'process {self.probe.pid()} is gone'
+                           + (f'; its .err: {first_line!r}' if first_line else ''), now)
+        self._stopped_checks = self._stopped_checks + 1 if state in ('T', 't') else 0
+        if self._stopped_checks >= 2:
+            return Finding(Verdict.COMPONENT_STOPPED, self.pilot, name,
+                           f'process {self.probe.pid()} is stopped (state {state})', now)
+        fatal = next((line for line in self._err.splitlines() if FATAL.search(line)), None)
+        if fatal is not None:
+            return Finding(Verdict.COMPONENT_FAILED, self.pilot, name,
+                           f'its .err in {self.probe.sandbox}: {fatal.strip()[:200]!r}', now)
+        if flow is None or flow.waiting == 0 or now - flow.last_report <= self.stall_after:
+            return None
+        silent = f'no task changed state for {now - flow.last_report:.0f} s'
+        if flow.busy_cores < flow.cores:
+            return Finding(Verdict.STALLED, self.pilot, name,
+                           f'{flow.waiting} tasks wait to run with {flow.cores - flow.busy_cores}'
+                           f' of {flow.cores} cores free, and {silent}', now)
+        for sandbox, uid in list(flow.running)[:self.ENDED_CHECKS]:
+            if task_ended(sandbox, uid):
+                return Finding(Verdict.STALLED, self.pilot, name,
+                               f'task {uid} ended on the node but was never reported; '
+                               f'{flow.waiting} tasks wait to run, and {silent}', now)
+        return None
+
+    #: Running tasks (oldest first) whose sandbox is read when the pilot is silent.
+    ENDED_CHECKS = 8
+
+
+def task_ended(sandbox: str, uid: str) -> bool:
+    """Whether RP's launch script of task ``uid`` finished (``launch_stop`` in its
+    ``<uid>.prof``: written when RP's profiling is on)."""
+    try:
+        with open(os.path.join(sandbox, f'{uid}.prof'), 'rb') as f:
+            f.seek(0, os.SEEK_END)
+            f.seek(max(0, f.tell() - 512))
+            return b',launch_stop,' in f.read()
+    except OSError:
+        return False
+
+
+class PilotWatcher:
+    """Checks a pilot every ``every`` seconds in a thread; calls ``on_lost(finding)``
+    once, for the first finding, and stops."""
+
+    def __init__(self, health: PilotHealth, flow: Callable[[], Optional[Flow]],
+                 on_lost: Callable[[Finding], None], every: float = CHECK_EVERY) -> None:
+        self.health = health
+        self._flow = flow
+        self._on_lost = on_lost
+        self._every = every
+        self._stop = threading.Event()
+        self.finding: Optional[Finding] = None
+        self._thread = threading.Thread(target=self._run, daemon=True,
+                                        name=f'asyncflow-rp-health-{health.pilot}')
+
+    def start(self) -> 'PilotWatcher':
+        """Start checking (returns self).  The component's PID is looked up now:
+        a process that dies before it was ever seen cannot be missed later."""
+        self.health.probe.pid()
+        self._thread.start()
+        return self
+
+    def stop(self) -> None:
+        """Stop checking; waits up to 5 s for the thread."""
+        self._stop.set()
+        if self._thread.is_alive() and self._thread is not threading.current_thread():
+            self._thread.join(timeout=5)
+
+    def _run(self) -> None:
+        while not self._stop.wait(self._every):
+            try:
+                finding = self.health.check(self._flow())
+            except Exception:           # a probe failing is no reason to stop watching
+                log.exception('checking pilot %s failed', self.health.pilot)
+                continue
+            if finding is not None:
+                self.finding = finding
+                log.error('%s', finding.message())
+                self._on_lost(finding)
+                return
