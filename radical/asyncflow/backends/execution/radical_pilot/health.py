@@ -25,9 +25,9 @@ with ``PYTHONFAULTHANDLER`` every thread's Python stack) and ``<uid>.prof``
    ``launch_stop``) -> ``STALLED``.  Otherwise the silence may be long tasks
    legitimately running: their own timeouts govern them.
 
-:class:`PilotWatcher` runs the checks in a thread and reports the first
-finding once.  What to do then (fail the pilot's tasks, cancel it, start a
-replacement) is the backend's business.
+:class:`HealthWatch` runs the checks of every active pilot of a backend in
+one loop and reports each pilot's first finding once.  What to do then (fail
+the pilot's tasks, cancel it, start a replacement) is the backend's business.
 """
 
 from __future__ import annotations
@@ -39,7 +39,12 @@ import re
 import threading
 import time
 from dataclasses import dataclass
-from typing import Callable, Optional, Sequence, Tuple
+from typing import TYPE_CHECKING, Any, Callable, Dict, List, Optional, Sequence, Tuple
+
+from .tasks import Phase
+
+if TYPE_CHECKING:
+    from .tasks import SubmittedTasks
 
 log = logging.getLogger('radical.asyncflow.radical')
 
@@ -218,43 +223,102 @@ def task_ended(sandbox: str, uid: str) -> bool:
         return False
 
 
-class PilotWatcher:
-    """Checks a pilot every ``every`` seconds in a thread; calls ``on_lost(finding)``
-    once, for the first finding, and stops."""
+class HealthWatch:
+    """Checks every active pilot of a backend each ``every`` seconds, in one loop
+    (:meth:`run`, in one of the backend's pool threads), and calls
+    ``on_lost(pilot, finding)`` once per pilot, for its first finding.
 
-    def __init__(self, health: PilotHealth, flow: Callable[[], Optional[Flow]],
-                 on_lost: Callable[[Finding], None], every: float = CHECK_EVERY) -> None:
-        self.health = health
-        self._flow = flow
+    The flow of each pilot comes from the backend's submitted tasks: those
+    placed on it and not final, and when the last state report (or
+    submission) of one of its tasks was heard (:meth:`heard`).
+    """
+
+    def __init__(self, tasks: 'SubmittedTasks', pilots: Callable[[], List[Any]],
+                 on_lost: Callable[[Any, Finding], None], sandbox_of: Callable[[Any], str],
+                 stall_after: float = STALL_AFTER, every: float = CHECK_EVERY) -> None:
+        self._tasks = tasks
+        self._pilots = pilots                   # the pilots to watch (active, not lost)
         self._on_lost = on_lost
-        self._every = every
+        self._sandbox_of = sandbox_of
+        self.stall_after = stall_after
+        self.every = every
+        self._health: Dict[str, PilotHealth] = {}
+        self._heard: Dict[str, float] = {}      # pilot uid -> time.monotonic()
+        self._sandboxes: Dict[str, str] = {}    # pilot uid -> its sandbox
         self._stop = threading.Event()
-        self.finding: Optional[Finding] = None
-        self._thread = threading.Thread(target=self._run, daemon=True,
-                                        name=f'asyncflow-rp-health-{health.pilot}')
+        #: Every finding reported, in order.
+        self.findings: List[Finding] = []
 
-    def start(self) -> 'PilotWatcher':
-        """Start checking (returns self).  The component's PID is looked up now:
-        a process that dies before it was ever seen cannot be missed later."""
-        self.health.probe.pid()
-        self._thread.start()
-        return self
+    def heard(self, pilot: Optional[str]) -> None:
+        """A task of ``pilot`` was submitted to it or changed state (any thread)."""
+        if pilot is not None:
+            self._heard[pilot] = time.monotonic()
 
     def stop(self) -> None:
-        """Stop checking; waits up to 5 s for the thread."""
+        """End :meth:`run` (within one interval)."""
         self._stop.set()
-        if self._thread.is_alive() and self._thread is not threading.current_thread():
-            self._thread.join(timeout=5)
 
-    def _run(self) -> None:
-        while not self._stop.wait(self._every):
+    def run(self) -> None:
+        """Check until :meth:`stop`; a check that fails is logged, not fatal."""
+        while not self._stop.wait(self.every):
             try:
-                finding = self.health.check(self._flow())
-            except Exception:           # a probe failing is no reason to stop watching
-                log.exception('checking pilot %s failed', self.health.pilot)
-                continue
+                self.check_all()
+            except Exception:
+                log.exception('checking the pilots failed')
+
+    def check_all(self, now: Optional[float] = None) -> List[Finding]:
+        """One round over the pilots to watch; the findings of this round."""
+        pilots = [p for p in self._pilots() if p.uid not in self._lost_uids()]
+        flows = self._flows({p.uid: pilot_cores(p) for p in pilots})
+        found = []
+        for pilot in pilots:
+            health = self._health.get(pilot.uid)
+            if health is None:
+                sandbox = self._sandboxes[pilot.uid] = self._sandbox_of(pilot)
+                health = self._health[pilot.uid] = PilotHealth(
+                    pilot.uid, sandbox, stall_after=self.stall_after,
+                    local=str(getattr(pilot, 'resource', '')).startswith('local.'))
+                health.probe.pid()          # seen now, a death later is not missed
+                self._heard.setdefault(pilot.uid, time.monotonic())
+            finding = health.check(flows.get(pilot.uid), now)
             if finding is not None:
-                self.finding = finding
+                self.findings.append(finding)
+                found.append(finding)
                 log.error('%s', finding.message())
-                self._on_lost(finding)
-                return
+                self._on_lost(pilot, finding)
+        return found
+
+    def pid_of(self, pilot: str) -> Optional[int]:
+        """The PID of ``pilot``'s executing component, if it was seen (local pilots)."""
+        health = self._health.get(pilot)
+        return health.probe.pid() if health is not None else None
+
+    def _lost_uids(self) -> set:
+        return {f.pilot for f in self.findings}
+
+    def _flows(self, cores: Dict[str, int]) -> Dict[str, Flow]:
+        waiting: Dict[str, int] = {}
+        busy: Dict[str, int] = {}
+        running: Dict[str, List[Tuple[str, str]]] = {}
+        for sub in self._tasks.unfinished():
+            if sub.pilot not in cores:
+                continue
+            if sub.phase is Phase.SUBMITTED:
+                waiting[sub.pilot] = waiting.get(sub.pilot, 0) + 1
+            else:
+                busy[sub.pilot] = busy.get(sub.pilot, 0) + sub.cores
+                running.setdefault(sub.pilot, []).append(
+                    (os.path.join(self._sandboxes.get(sub.pilot, ''), sub.rp_uid), sub.rp_uid))
+        now = time.monotonic()
+        return {uid: Flow(waiting=waiting.get(uid, 0), busy_cores=busy.get(uid, 0),
+                          cores=n, last_report=self._heard.get(uid, now),
+                          running=running.get(uid, ()))
+                for uid, n in cores.items()}
+
+
+def pilot_cores(pilot: Any) -> int:
+    """The cores a pilot's agent schedules on (its description's, until it says)."""
+    try:
+        return sum(len(node['cores']) for node in pilot.resource_details['node_list'])
+    except Exception:
+        return int(pilot.description.get('cores') or 0)

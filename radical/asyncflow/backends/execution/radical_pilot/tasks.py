@@ -39,6 +39,8 @@ class Submitted:
     startup_timeout: float = SERVICE_STARTUP_TIMEOUT
     phase: Phase = Phase.SUBMITTED
     placed: bool = False                    # its nodes were reported
+    pilot: Optional[str] = None             # the pilot it was sent to (not RAPTOR's)
+    cores: int = 1                          # ranks x cores per rank
 
 
 class SubmittedTasks:
