@@ -210,7 +210,8 @@ def become_subreaper() -> bool:
     process, so that the executing component's exit status can be read (Linux)."""
     import ctypes
     try:
-        return ctypes.CDLL(None, use_errno=True).prctl(36, 1, 0, 0, 0) == 0  # PR_SET_CHILD_SUBREAPER
+        # 36 = PR_SET_CHILD_SUBREAPER
+        return ctypes.CDLL(None, use_errno=True).prctl(36, 1, 0, 0, 0) == 0
     except (OSError, AttributeError):
         return False
 
@@ -394,7 +395,8 @@ async def one_run(args: argparse.Namespace) -> Dict[str, Any]:
         'load_median': round(statistics.median(watch.loads), 2) if watch.loads else None,
         'load_max': round(max(watch.loads), 2) if watch.loads else None,
         'pilot_startup_s': round(startup, 1), 'shutdown_s': round(shutdown, 1),
-        'exit_status': watch.exit_status, 'sandbox': sandbox, 'overlaps': overlaps(sandbox, watch.pid),
+        'exit_status': watch.exit_status, 'sandbox': sandbox,
+        'overlaps': overlaps(sandbox, watch.pid),
     }
     if not (args.keep or (args.keep_crashed and result['died'])):
         shutil.rmtree(base, ignore_errors=True)
@@ -455,7 +457,8 @@ def summarise(records: List[Dict[str, Any]]) -> None:
     died = [r for r in records if r['died']]
     print(f'\n{len(died)}/{len(records)} runs: {COMPONENT} died')
     for r in records:
-        print(f"  {r['mode']:6s} publish={r['publish']:5s} stress={r.get('stress')!s:5s} {r['outcome']:8s} "
+        print(f"  {r['mode']:6s} publish={r['publish']:5s} stress={r.get('stress')!s:5s} "
+              f"{r['outcome']:8s} "
               f"{r['tasks_done']:5d}/{r['tasks']} in {r['seconds']:6.0f} s  "
               f"died={r['died']!s:5s} at {r['died_at_s']} s ({r['done_at_death']} done)  "
               f"load median {r['load_median']}  err: {r['err'][:80]!r}")

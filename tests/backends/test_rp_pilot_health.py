@@ -118,7 +118,7 @@ def test_the_watch_builds_each_pilots_flow_and_reports_a_pilot_once(tmp_path):
     flows = watch._flows({'p.0': 2, 'p.1': 2})
     assert (flows['p.0'].waiting, flows['p.0'].busy_cores, flows['p.1'].waiting) == (2, 2, 1)
     assert list(flows['p.0'].running) == [(str(tmp_path / 'p.0' / 't.0'), 't.0')]
-    watch.heard('p.1')
+    tasks.reported('t.3')                               # p.1 heard from now
     assert watch.check_all(now=time.monotonic() + 10) == [] and lost == []
     # p.0: its cores run a task that has not ended; p.1: a core free, silent
     found = watch.check_all(now=time.monotonic() + 31)

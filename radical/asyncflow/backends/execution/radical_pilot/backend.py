@@ -38,6 +38,12 @@ with a non-activated virtualenv works.  Pilot start-up is bounded by
 ``$RADICAL_ASYNCFLOW_PILOT_TIMEOUT``); a pilot that fails or does not become
 active in time raises :class:`BackendError` and leaves nothing behind.
 
+The pilots the backend starts load :mod:`.agent_fix` (RP 1.103's agent
+sends on one ZeroMQ socket from two threads and dies of it), and the backend
+watches them (:mod:`.health`, :mod:`.care`: ``watch_pilots``,
+``pilot_stall_after``): a pilot whose executing component died, stopped or
+went silent is given up, its unfinished tasks fail naming it.
+
 Tested with radical.pilot 1.103 (see :data:`TESTED_RP_VERSIONS`).
 """
 
@@ -48,7 +54,6 @@ import concurrent.futures
 import itertools
 import logging
 import os
-import signal
 import threading
 import time
 from typing import Any, Dict, List, Optional, Sequence, Tuple
@@ -56,7 +61,7 @@ from typing import Any, Dict, List, Optional, Sequence, Tuple
 from ....constants import StateMapper
 from ....errors import (BackendError, MissingDependencyError, UsageStateError, UsageTypeError,
                         UsageValueError)
-from ....radical_compat import (TESTED_VERSIONS, cancel_pilots, is_tested, known_task_uids,
+from ....radical_compat import (TESTED_VERSIONS, is_tested, known_task_uids,
                                 pilot_description_keys, task_description_keys)
 from .._command import CommandSpec
 from ..base import Session
@@ -68,10 +73,10 @@ from .payload import attach_call, raptor_function
 from .raptor import (Raptor, check_mpi_function, parse_raptor_config, submit_master,
                      worker_descriptions)
 from .pilots import Pilots, pilot_descriptions
-from .health import STALL_AFTER, Finding, HealthWatch, Verdict
-from .workers import POOL_SIZE, DaemonPool
-from .session import (PILOT_CANCEL_TIMEOUT, RPEnvironment, close_session,
-                      close_when_the_loop_ends, stop_tasks)
+from .care import PilotCare
+from .health import STALL_AFTER
+from .workers import DaemonPool
+from .session import RPEnvironment, close_session, close_when_the_loop_ends, stop_tasks
 from .staging import capture_stdio, export_from_sandbox, fetch, task_inputs
 from .tasks import Phase, Submitted, SubmittedTasks
 
@@ -111,12 +116,6 @@ class RadicalExecutionBackend(DictFace):
                     f'project, sandbox, access_schema, ...)')
         if not isinstance(replace_pilots, bool):
             raise UsageTypeError(f'replace_pilots must be True or False, not {replace_pilots!r}')
-        if not isinstance(watch_pilots, bool):
-            raise UsageTypeError(f'watch_pilots must be True or False, not {watch_pilots!r}')
-        if isinstance(pilot_stall_after, bool) or not isinstance(pilot_stall_after, (int, float)) \
-                or not pilot_stall_after > 0:
-            raise UsageValueError(f'pilot_stall_after must be a number of seconds > 0, '
-                                  f'not {pilot_stall_after!r}')
         self._name = name
         self._rp = rp
         self._ru = ru
@@ -150,12 +149,10 @@ class RadicalExecutionBackend(DictFace):
         self._raptors: Dict[str, Raptor] = {}          # master uid -> raptor
         self._raptor_of_worker: Dict[str, str] = {}
         self._next_master = itertools.count()
-        #: The threads RP is called from (one more for the health watch's loop).
-        self._threads = DaemonPool('asyncflow-rp', POOL_SIZE + 1)
-        #: Checks the pilots' agents (issue 25): see :mod:`.health`.
-        self.health = HealthWatch(self._tasks, self._pilots.watched, self._pilot_lost,
-                                  self._pilot_sandbox, stall_after=float(pilot_stall_after))
-        self._watch_pilots = watch_pilots
+        #: The threads RP is called from.
+        self._threads = DaemonPool('asyncflow-rp')
+        self.health = PilotCare(self._tasks, self._pilots, self._threads, ru, watch_pilots,
+                                pilot_stall_after)
         self._watchers: List[Any] = []            # futures of the service watchers
         self._environment = False                 # holds RPEnvironment
         self._payload_dir = ''
@@ -182,8 +179,6 @@ class RadicalExecutionBackend(DictFace):
             raise
         self._state = 'RUNNING'
         self._loop_guard = close_when_the_loop_ends(self._abandoned)
-        if self._watch_pilots:
-            self._threads.submit(self.health.run)
 
     def _start(self, deadline: float) -> None:
         """Open the session, start the pilot and the raptors (runs in a thread)."""
@@ -206,7 +201,7 @@ class RadicalExecutionBackend(DictFace):
             self.pmgr = rp.PilotManager(session=self.rp_session)
             self.tmgr = rp.TaskManager(session=self.rp_session)
             self.tmgr.register_callback(self._on_rp_state)
-            self._pilots.start(self.rp_session, self.pmgr, self.tmgr, deadline, self._abort)
+            self.health.start(self.rp_session, self.pmgr, self.tmgr, deadline, self._abort)
             self.pilot_sandbox = self._ru.Url(self.pilot.pilot_sandbox).path.rstrip('/')
             self._start_raptors()
         except BaseException:
@@ -247,7 +242,6 @@ class RadicalExecutionBackend(DictFace):
         if self._state in ('STOPPING', 'STOPPED'):
             return False
         self._state = 'STOPPING'
-        self._pilots.stop()
         self.health.stop()
         self._abort.set()
         for sub in self._tasks.unfinished():
@@ -332,7 +326,6 @@ class RadicalExecutionBackend(DictFace):
         for group in ([batch] if batch else []) + [[s] for s in services]:
             for sub, _ in group:
                 self._tasks.add(sub)
-                self.health.heard(sub.pilot)
             try:
                 self.tmgr.submit_tasks([td for _, td in group])
             except Exception as exc:
@@ -364,9 +357,7 @@ class RadicalExecutionBackend(DictFace):
             td.pilot = self._pilots.uid_for(pinned, task.name)
         if task.stdio_dir is not None and kind is TaskKind.EXECUTABLE:
             capture_stdio(self._rp, td, task.stdio_dir)
-        sub = Submitted(task, reporter, kind, rp_uid, master=td.get('raptor_id') or None,
-                        pilot=td.get('pilot') or None,
-                        cores=int(td.get('ranks') or 1) * int(td.get('cores_per_rank') or 1))
+        sub = Submitted.described(task, reporter, kind, rp_uid, td)
         if kind is TaskKind.FUNCTION:
             attach_call(self._rp, self._payload_dir, task, links, rp_uid, td)
         elif kind is TaskKind.RAPTOR_FUNCTION:
@@ -412,18 +403,18 @@ class RadicalExecutionBackend(DictFace):
 
     def _on_rp_state(self, rp_task: Any, state: str) -> None:
         try:
-            sub = self._tasks.get(rp_task.uid)
+            sub = self._tasks.reported(rp_task.uid)
             if sub is None:
                 self._on_raptor_state(rp_task, state)
                 return
-            self.health.heard(sub.pilot)
             states = self._states
             if state in states.terminal_states:
                 self._tasks.set_sandbox(sub.spec.uid, self._sandbox_path(rp_task))
             if state == states.RUNNING:
                 if self._tasks.running(sub, task_nodes(rp_task)) and \
                         sub.kind is TaskKind.SERVICE:
-                    self._watch_service(sub, rp_task)
+                    self._watchers.append(self._threads.submit(_wait_until_up, self, sub,
+                                                               rp_task))
                 return
             # RP 1.103 sends a task's slots only when the task comes back from
             # the agent (TMGR_STAGING_OUTPUT_PENDING or final), not with
@@ -468,49 +459,11 @@ class RadicalExecutionBackend(DictFace):
         error = failure(sub.kind, sub.spec, rp_task, self._sandbox_path(rp_task))
         self._tasks.finish(sub, lambda: sub.reporter.failed(sub.spec, error))
 
-    def _pilot_sandbox(self, pilot: Any) -> str:
-        return self._ru.Url(pilot.pilot_sandbox).path.rstrip('/')
-
-    def _pilot_lost(self, pilot: Any, finding: Finding) -> None:
-        """The health watch saw ``pilot``'s agent stop launching tasks (RP still
-        calls the pilot active): the pilot is lost (replaced with
-        ``replace_pilots=True``), its unfinished tasks fail with what was seen
-        (retries run them elsewhere), and it is cancelled."""
-        if self._state != 'RUNNING' or not self._pilots.lose(pilot, finding.message()):
-            return
-        stranded = [sub for sub in self._tasks.unfinished() if sub.pilot == pilot.uid]
-        for sub in stranded:
-            error = BackendError(f"task '{sub.spec.name}' ({sub.spec.uid}) did not finish: "
-                                 f'{finding.message()}; the pilot is cancelled')
-            self._tasks.finish(sub, lambda sub=sub, error=error:
-                               sub.reporter.failed(sub.spec, error))
-        self._threads.submit(self._cancel_lost, pilot, finding, [s.rp_uid for s in stranded])
-
-    def _cancel_lost(self, pilot: Any, finding: Finding, rp_uids: List[str]) -> None:
-        try:
-            if rp_uids:
-                self.tmgr.cancel_tasks(rp_uids)
-            cancel_pilots(self.pmgr, PILOT_CANCEL_TIMEOUT, [pilot.uid])
-        except Exception as exc:
-            log.warning('cancelling lost pilot %s: %s', pilot.uid, exc)
-        # a stopped component would never see the cancel: end it (local pilots)
-        if finding.verdict is Verdict.COMPONENT_STOPPED:
-            pid = self.health.pid_of(pilot.uid)
-            if pid is not None:
-                try:
-                    os.kill(pid, signal.SIGKILL)
-                except OSError:
-                    pass
-
     def _sandbox_path(self, rp_task: Any) -> str:
         try:
             return self._ru.Url(rp_task.sandbox).path.rstrip('/')
         except Exception:
             return os.path.join(self.pilot_sandbox or '', rp_task.uid)
-
-    def _watch_service(self, sub: Submitted, rp_task: Any) -> None:
-        """Report the service DONE (its info as stdout) once RP says it is up."""
-        self._watchers.append(self._threads.submit(_wait_until_up, self, sub, rp_task))
 
     def _on_raptor_state(self, rp_task: Any, state: str) -> None:
         """A master or worker ended: fail the function tasks it can no longer run."""

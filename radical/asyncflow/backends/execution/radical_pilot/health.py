@@ -51,7 +51,8 @@ log = logging.getLogger('radical.asyncflow.radical')
 #: The component that launches tasks (the one issue 25 saw die).
 EXECUTING = 'agent_executing.0000'
 #: Default seconds without a state report before a pilot that holds tasks
-#: waiting for free cores is stalled (see docs: measured gaps of healthy pilots).
+#: waiting for free cores is stalled: the longest silence of a healthy pilot
+#: holding tasks was 0.7-1.2 s (load 25-81); see docs/backends/radical_pilot.md.
 STALL_AFTER = 120.0
 #: Default seconds between checks.
 CHECK_EVERY = 2.0
@@ -229,8 +230,8 @@ class HealthWatch:
     ``on_lost(pilot, finding)`` once per pilot, for its first finding.
 
     The flow of each pilot comes from the backend's submitted tasks: those
-    placed on it and not final, and when the last state report (or
-    submission) of one of its tasks was heard (:meth:`heard`).
+    placed on it and not final, and when a task was last sent to it or
+    reported on (:meth:`.SubmittedTasks.last_news`).
     """
 
     def __init__(self, tasks: 'SubmittedTasks', pilots: Callable[[], List[Any]],
@@ -243,16 +244,11 @@ class HealthWatch:
         self.stall_after = stall_after
         self.every = every
         self._health: Dict[str, PilotHealth] = {}
-        self._heard: Dict[str, float] = {}      # pilot uid -> time.monotonic()
+        self._since: Dict[str, float] = {}      # pilot uid -> when it was first checked
         self._sandboxes: Dict[str, str] = {}    # pilot uid -> its sandbox
         self._stop = threading.Event()
         #: Every finding reported, in order.
         self.findings: List[Finding] = []
-
-    def heard(self, pilot: Optional[str]) -> None:
-        """A task of ``pilot`` was submitted to it or changed state (any thread)."""
-        if pilot is not None:
-            self._heard[pilot] = time.monotonic()
 
     def stop(self) -> None:
         """End :meth:`run` (within one interval)."""
@@ -279,7 +275,7 @@ class HealthWatch:
                     pilot.uid, sandbox, stall_after=self.stall_after,
                     local=str(getattr(pilot, 'resource', '')).startswith('local.'))
                 health.probe.pid()          # seen now, a death later is not missed
-                self._heard.setdefault(pilot.uid, time.monotonic())
+                self._since[pilot.uid] = time.monotonic()
             finding = health.check(flows.get(pilot.uid), now)
             if finding is not None:
                 self.findings.append(finding)
@@ -311,7 +307,8 @@ class HealthWatch:
                     (os.path.join(self._sandboxes.get(sub.pilot, ''), sub.rp_uid), sub.rp_uid))
         now = time.monotonic()
         return {uid: Flow(waiting=waiting.get(uid, 0), busy_cores=busy.get(uid, 0),
-                          cores=n, last_report=self._heard.get(uid, now),
+                          cores=n, last_report=max(self._tasks.last_news(uid) or 0.0,
+                                                   self._since.get(uid, now)),
                           running=running.get(uid, ()))
                 for uid, n in cores.items()}
 

@@ -24,8 +24,8 @@ only: benchmarks/agent_crash.py ``--stress``) makes that component's
 ``state_pubsub`` publisher send an empty state update (``{'cmd': 'update',
 'arg': []}``, which every subscriber takes as nothing to do) every 2 ms
 (``RADICAL_ASYNCFLOW_RP_PUBLISH_STRESS_MS``) from one more thread (or
-``RADICAL_ASYNCFLOW_RP_PUBLISH_STRESS_THREADS`` more): a third thread doing what RP's two already do, so that the
-race shows in minutes instead of hours.
+``RADICAL_ASYNCFLOW_RP_PUBLISH_STRESS_THREADS`` more): a third thread doing
+what RP's two already do, so that the race shows in minutes instead of hours.
 """
 
 import os
