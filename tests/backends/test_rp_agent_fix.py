@@ -3,7 +3,7 @@
 The fix is checked in real Pythons: a program named as RP names its own gets
 it, any other does not; RP's own Publisher survives two sending threads with
 it.  That a real pilot's agent_executing loads it is checked in
-test_rp_pilot_health.py (with the pilot that test starts anyway).  ~6 s.
+test_rp_pilot_lost.py (with the pilot that test starts anyway).  ~6 s.
 """
 
 import importlib.util

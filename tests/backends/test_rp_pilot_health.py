@@ -125,3 +125,28 @@ def test_the_watch_builds_each_pilots_flow_and_reports_a_pilot_once(tmp_path):
     assert [f.pilot for f in found] == ['p.1'] and lost[0][0] == 'p.1'
     assert '1 tasks wait to run with 2 of 2 cores free' in lost[0][1].detail
     assert watch.check_all(now=time.monotonic() + 60) == []     # reported once
+
+
+def test_the_component_of_a_later_pilot_of_the_session_is_found(tmp_path):
+    """RP numbers components per session: a replacement pilot's is .0001."""
+    proc = subprocess.Popen(['bash', '-c', 'exec -a rp.agent_executing.0001 sleep 120'],
+                            cwd=tmp_path)
+    try:
+        checker = PilotHealth('pilot.0001', str(tmp_path), local=True)
+        deadline = time.monotonic() + 10
+        while checker.probe.pid() != proc.pid:
+            assert time.monotonic() < deadline, 'the component process was not found'
+            time.sleep(0.05)
+        assert checker.probe.component == 'agent_executing.0001'
+        proc.kill()
+        proc.wait()
+        assert 'agent_executing.0001 component dead' in checker.check(None).message()
+    finally:
+        proc.kill()
+        proc.wait()
+    remote = tmp_path / 'remote'
+    remote.mkdir()
+    (remote / 'agent_executing.0002.err').write_text('Fatal Python error: Aborted\n')
+    finding = PilotHealth('pilot.0002', str(remote), local=False).check(None)
+    assert finding.component == 'agent_executing.0002'
+    assert finding.verdict is Verdict.COMPONENT_FAILED

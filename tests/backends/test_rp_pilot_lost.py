@@ -4,9 +4,11 @@ declares the pilot lost within the documented time, the tasks it held fail
 with a cause naming it (retries run them on the replacement pilot), nothing
 is lost, nothing that finished runs again, and the run ends.
 
-One pilot at a time (the replacement starts when the first is lost);
-~60-90 s on an idle 2-core machine.  The same test checks that the pilot's
-agent_executing loaded the agent fix.
+Then the replacement's component is stopped (SIGSTOP): the task it holds
+fails naming it, and the backend ends the stopped process.  One pilot at a
+time (the replacement starts when the first is lost); two pilot start-ups:
+~60-90 s on an idle 2-core machine, 6 min at load 40-70.  The same test
+checks that the pilot's agent_executing loaded the agent fix.
 """
 
 import asyncio
@@ -18,6 +20,7 @@ import time
 import pytest
 
 rp = pytest.importorskip('radical.pilot')
+ru = pytest.importorskip('radical.utils')
 
 from radical.asyncflow import RadicalExecutionBackend, WorkflowEngine  # noqa: E402
 from radical.asyncflow.backends.execution.radical_pilot.health import (  # noqa: E402
@@ -40,6 +43,7 @@ async def until(predicate, timeout, what):
 
 async def test_a_pilot_whose_executing_component_dies_is_lost_and_replaced(tmp_path):
     marks = tmp_path / 'ran.log'
+    stopped_pid = None
     backend = await asyncio.wait_for(RadicalExecutionBackend(
         {'resource': 'local.localhost', 'cores': 2, 'runtime': 15, 'sandbox': str(tmp_path)},
         work_dir=str(tmp_path), replace_pilots=True), WAIT)
@@ -92,5 +96,34 @@ async def test_a_pilot_whose_executing_component_dies_is_lost_and_replaced(tmp_p
         print(f'\nkilled agent_executing of {first}: detected after {detected:.1f} s; '
               f'{len(on_first)} done there, {len(retried)} retried on {second} '
               f'({twice} of them had ended on the node unreported); 0 lost')
+
+        # the replacement's component hangs (SIGSTOP): found in two checks, the
+        # task it holds fails naming it, the stopped process is ended by the
+        # backend; no third pilot (one pilot at a time in the test suite)
+        backend._pilots.replace = False
+        again = await WorkflowEngine.create(backend=backend, progress=False)
+
+        @again.executable_task
+        async def late(i):
+            return 'sleep 10'
+
+        stopped_pid = find_component_pid(ru.Url(backend.pilots[1].pilot_sandbox).path)
+        assert stopped_pid is not None
+        hanging = asyncio.ensure_future(late(0))
+        await until(lambda: again.state_counts()['RUNNING'] == 1, WAIT, 'late did not start')
+        os.kill(stopped_pid, signal.SIGSTOP)
+        stopped = time.monotonic()
+        # RP numbers components per session: the second pilot's is .0001
+        with pytest.raises(BackendError, match=rf"pilot {second}: agent_executing.0001 "
+                                               rf"component stopped"):
+            await asyncio.wait_for(hanging, CHECK_EVERY + DETECTED_WITHIN)
+        found = time.monotonic() - stopped
+        assert backend.lost_pilots == [first, second]
+        await until(lambda: not os.path.exists(f'/proc/{stopped_pid}'), 60,
+                    'the stopped component was not ended')
+        print(f'stopped agent_executing of {second}: its task failed after {found:.1f} s')
+        await again.shutdown(skip_execution_backend=True)
     finally:
+        if stopped_pid is not None and os.path.exists(f'/proc/{stopped_pid}'):
+            os.kill(stopped_pid, signal.SIGKILL)
         await asyncio.wait_for(backend.shutdown(), WAIT)

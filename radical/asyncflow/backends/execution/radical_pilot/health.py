@@ -33,6 +33,7 @@ the pilot's tasks, cancel it, start a replacement) is the backend's business.
 from __future__ import annotations
 
 import enum
+import glob
 import logging
 import os
 import re
@@ -48,8 +49,10 @@ if TYPE_CHECKING:
 
 log = logging.getLogger('radical.asyncflow.radical')
 
-#: The component that launches tasks (the one issue 25 saw die).
-EXECUTING = 'agent_executing.0000'
+#: The component that launches tasks (the one issue 25 saw die).  RP numbers
+#: components per session: ``agent_executing.0000`` in its first pilot,
+#: ``.0001`` in the next (a replacement), ...
+EXECUTING = 'agent_executing'
 #: Default seconds without a state report before a pilot that holds tasks
 #: waiting for free cores is stalled: the longest silence of a healthy pilot
 #: holding tasks was 0.7-1.2 s (load 25-81); see docs/backends/radical_pilot.md.
@@ -97,18 +100,33 @@ class Flow:
 class SandboxProbe:
     """One component of one pilot, as its sandbox (and, when local, /proc) show it."""
 
-    def __init__(self, sandbox: str, component: str = EXECUTING,
+    def __init__(self, sandbox: str, component: Optional[str] = None,
                  local: bool = True) -> None:
         self.sandbox = sandbox
+        #: Its uid (``agent_executing.0001``); None until found in /proc or the sandbox.
         self.component = component
         self.local = local
         self._pid: Optional[int] = None
         self._err_seen = 0
 
+    def resolve(self) -> Optional[str]:
+        """The component's uid: given, else the ``agent_executing.*`` process working
+        in the sandbox (local), else the ``agent_executing.*.err`` file there."""
+        if self.component is None:
+            self.pid()
+        if self.component is None:
+            names = sorted(glob.glob(os.path.join(glob.escape(self.sandbox),
+                                                  f'{EXECUTING}.*.err')))
+            if names:
+                self.component = os.path.basename(names[0])[:-len('.err')]
+        return self.component
+
     def pid(self) -> Optional[int]:
         """The component's PID (local pilots only; None until found)."""
         if self._pid is None and self.local:
-            self._pid = find_component_pid(self.sandbox, self.component)
+            found = find_component(self.sandbox, self.component)
+            if found is not None:
+                self._pid, self.component = found
         return self._pid
 
     def process_state(self) -> Optional[str]:
@@ -125,6 +143,8 @@ class SandboxProbe:
 
     def new_err(self) -> str:
         """What the component wrote to its ``.err`` since the last call."""
+        if self.resolve() is None:
+            return ''
         path = os.path.join(self.sandbox, f'{self.component}.err')
         try:
             with open(path, 'rb') as f:
@@ -138,37 +158,47 @@ class SandboxProbe:
     def err_text(self, limit: int = 4000) -> str:
         """The first ``limit`` characters of the component's ``.err``."""
         try:
-            with open(os.path.join(self.sandbox, f'{self.component}.err'),
+            if self.resolve() is None:
+                return ''
+            with open(os.path.join(self.sandbox, f"{self.component}.err"),
                       errors='replace') as f:
                 return f.read(limit)
         except OSError:
             return ''
 
 
-def find_component_pid(sandbox: str, component: str = EXECUTING) -> Optional[int]:
-    """The PID of a pilot's component on this host: RP titles it ``rp.<uid>``
-    (setproctitle) and starts it in the pilot sandbox."""
+def find_component(sandbox: str, component: Optional[str] = None) -> Optional[Tuple[int, str]]:
+    """(PID, uid) of a pilot's component on this host (``component``, default the
+    executing one of any number): RP titles it ``rp.<uid>`` (setproctitle) and
+    starts it in the pilot sandbox."""
     sandbox = os.path.realpath(sandbox)
-    title = f'rp.{component}'.encode()
     for entry in os.listdir('/proc'):
         if not entry.isdigit():
             continue
         try:
             with open(f'/proc/{entry}/cmdline', 'rb') as f:
-                if f.read().split(b'\0')[0].strip() != title:
-                    continue
+                title = f.read().split(b'\0')[0].strip().decode(errors='replace')
+            if not (title == f'rp.{component}' if component
+                    else title.startswith(f'rp.{EXECUTING}.')):
+                continue
             if os.path.realpath(os.readlink(f'/proc/{entry}/cwd')) == sandbox:
-                return int(entry)
+                return int(entry), title[len('rp.'):]
         except OSError:
             continue
     return None
+
+
+def find_component_pid(sandbox: str, component: Optional[str] = None) -> Optional[int]:
+    """The PID of :func:`find_component`, or None."""
+    found = find_component(sandbox, component)
+    return found[0] if found is not None else None
 
 
 class PilotHealth:
     """The checks of one pilot (see the module docstring); not thread safe."""
 
     def __init__(self, pilot: str, sandbox: str, *, local: bool,
-                 stall_after: float = STALL_AFTER, component: str = EXECUTING) -> None:
+                 stall_after: float = STALL_AFTER, component: Optional[str] = None) -> None:
         self.pilot = pilot
         self.stall_after = stall_after
         self.probe = SandboxProbe(sandbox, component, local)
@@ -178,9 +208,9 @@ class PilotHealth:
     def check(self, flow: Optional[Flow], now: Optional[float] = None) -> Optional[Finding]:
         """The first rule that holds (module docstring), or None: the pilot looks alive."""
         now = time.monotonic() if now is None else now
-        name = self.probe.component
         state = self.probe.process_state()
         self._err += self.probe.new_err()
+        name = self.probe.component or f'{EXECUTING}.*'
         first_line = next((line for line in self._err.splitlines() if line.strip()), '')
         if state in ('gone', 'Z', 'X'):
             return Finding(Verdict.COMPONENT_DEAD, self.pilot, name,
