@@ -17,7 +17,7 @@ import pytest
 
 from radical.asyncflow.backends.execution.radical_pilot.describe import TaskKind
 from radical.asyncflow.backends.execution.radical_pilot.health import (
-    Flow, HealthWatch, PilotHealth, Verdict, find_component_pid)
+    DEAD_GRACE, Flow, HealthWatch, PilotHealth, Verdict, find_component_pid)
 from radical.asyncflow.backends.execution.radical_pilot.tasks import Submitted, SubmittedTasks
 
 
@@ -44,7 +44,9 @@ def test_a_killed_component_is_dead(tmp_path, component):
     assert checker.check(None) is None
     component.kill()
     component.wait()
-    finding = checker.check(None)
+    now = time.monotonic()
+    assert checker.check(None, now) is None             # its pilot may be ending
+    finding = checker.check(None, now + DEAD_GRACE)
     assert finding.verdict is Verdict.COMPONENT_DEAD
     assert finding.message() == (f'pilot pilot.0000: agent_executing.0000 component dead: '
                                  f'process {component.pid} is gone')
@@ -140,7 +142,9 @@ def test_the_component_of_a_later_pilot_of_the_session_is_found(tmp_path):
         assert checker.probe.component == 'agent_executing.0001'
         proc.kill()
         proc.wait()
-        assert 'agent_executing.0001 component dead' in checker.check(None).message()
+        assert checker.check(None) is None
+        later = time.monotonic() + DEAD_GRACE
+        assert 'agent_executing.0001 component dead' in checker.check(None, later).message()
     finally:
         proc.kill()
         proc.wait()
@@ -150,3 +154,24 @@ def test_the_component_of_a_later_pilot_of_the_session_is_found(tmp_path):
     finding = PilotHealth('pilot.0002', str(remote), local=False).check(None)
     assert finding.component == 'agent_executing.0002'
     assert finding.verdict is Verdict.COMPONENT_FAILED
+
+
+def test_a_component_gone_with_its_agent_is_a_pilot_that_ends(tmp_path, component):
+    """A pilot that is cancelled or reaches its runtime stops its components and
+    agent_0: RP reports that end, the watch does not."""
+    agent = subprocess.Popen(['bash', '-c', 'exec -a rp.agent.0 sleep 120'], cwd=tmp_path)
+    try:
+        checker = PilotHealth('pilot.0000', str(tmp_path), local=True)
+        deadline = time.monotonic() + 10
+        while find_component_pid(str(tmp_path), 'agent.0') != agent.pid:
+            assert time.monotonic() < deadline, 'agent_0 did not show up'
+            time.sleep(0.05)
+        assert checker.check(None) is None                  # both seen alive
+        component.kill()
+        component.wait()
+        agent.kill()
+        agent.wait()
+        assert checker.check(None, time.monotonic() + 2 * DEAD_GRACE) is None
+    finally:
+        agent.kill()
+        agent.wait()

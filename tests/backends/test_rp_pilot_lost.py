@@ -24,14 +24,15 @@ ru = pytest.importorskip('radical.utils')
 
 from radical.asyncflow import RadicalExecutionBackend, WorkflowEngine  # noqa: E402
 from radical.asyncflow.backends.execution.radical_pilot.health import (  # noqa: E402
-    CHECK_EVERY, Verdict, find_component_pid)
+    CHECK_EVERY, DEAD_GRACE, Verdict, find_component_pid)
 from radical.asyncflow.errors import BackendError  # noqa: E402
 
 pytestmark = [pytest.mark.rp, pytest.mark.timeout(600)]
 
 WAIT = 300
-#: A killed component is seen at the next check (CHECK_EVERY s); slack for a loaded machine.
-DETECTED_WITHIN = CHECK_EVERY + 8
+#: A killed component is seen at the next check (CHECK_EVERY s) and taken for
+#: dead after DEAD_GRACE s; slack for a loaded machine.
+DETECTED_WITHIN = DEAD_GRACE + CHECK_EVERY + 8
 
 
 async def until(predicate, timeout, what):

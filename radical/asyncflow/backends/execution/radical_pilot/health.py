@@ -13,7 +13,8 @@ with ``PYTHONFAULTHANDLER`` every thread's Python stack) and ``<uid>.prof``
 :class:`PilotHealth` judges one pilot from three sources, in this order:
 
 1. the component's process, where the client sees it (``local.*``
-   resources: same host): gone or a zombie -> ``COMPONENT_DEAD``; stopped
+   resources: same host): gone or a zombie for :data:`DEAD_GRACE` seconds
+   while the pilot's agent_0 lives -> ``COMPONENT_DEAD``; stopped
    (``T``, e.g. SIGSTOP) in two checks in a row -> ``COMPONENT_STOPPED``;
 2. its ``.err`` in the sandbox, where the client can read it (local, or a
    file system the cluster shares): a fatal line -> ``COMPONENT_FAILED``;
@@ -59,6 +60,12 @@ EXECUTING = 'agent_executing'
 STALL_AFTER = 120.0
 #: Default seconds between checks.
 CHECK_EVERY = 2.0
+#: Seconds a component must stay gone, with its pilot's agent_0 alive, before the
+#: pilot is lost: a pilot that ends (cancelled, at its runtime) stops its
+#: components first and agent_0 after them, and RP reports its end itself.
+DEAD_GRACE = 10.0
+#: agent_0's process title (``bin/radical-pilot-agent_0``).
+AGENT = 'agent.0'
 #: Lines in a component's .err that mean it is dead or dying.
 FATAL = re.compile(r'double free|corruption|Segmentation fault|Fatal Python error|'
                    r'Assertion failed|Aborted|core dumped|malloc\(\)|free\(\)|Killed')
@@ -107,7 +114,15 @@ class SandboxProbe:
         self.component = component
         self.local = local
         self._pid: Optional[int] = None
+        self._agent: Optional[int] = None       # agent_0's PID, once seen
         self._err_seen = 0
+
+    def agent_gone(self) -> bool:
+        """Whether the pilot's agent_0, seen alive before, is gone (local pilots)."""
+        if self._agent is None and self.local:
+            self._agent = find_component_pid(self.sandbox, AGENT)
+            return False
+        return self._agent is not None and _state(self._agent) in ('gone', 'Z', 'X')
 
     def resolve(self) -> Optional[str]:
         """The component's uid: given, else the ``agent_executing.*`` process working
@@ -133,13 +148,7 @@ class SandboxProbe:
         """``/proc`` state letter of the component (``R``, ``S``, ``T``, ``Z``...),
         ``'gone'`` once a process seen before is gone, None when unknown."""
         pid = self.pid()
-        if pid is None:
-            return None
-        try:
-            with open(f'/proc/{pid}/stat') as f:
-                return f.read().rsplit(')', 1)[1].split()[0]
-        except (OSError, IndexError):
-            return 'gone'
+        return None if pid is None else _state(pid)
 
     def new_err(self) -> str:
         """What the component wrote to its ``.err`` since the last call."""
@@ -165,6 +174,15 @@ class SandboxProbe:
                 return f.read(limit)
         except OSError:
             return ''
+
+
+def _state(pid: int) -> str:
+    """``/proc`` state letter of ``pid``, ``'gone'`` if there is no such process."""
+    try:
+        with open(f'/proc/{pid}/stat') as f:
+            return f.read().rsplit(')', 1)[1].split()[0]
+    except (OSError, IndexError):
+        return 'gone'
 
 
 def find_component(sandbox: str, component: Optional[str] = None) -> Optional[Tuple[int, str]]:
@@ -203,6 +221,7 @@ class PilotHealth:
         self.stall_after = stall_after
         self.probe = SandboxProbe(sandbox, component, local)
         self._stopped_checks = 0
+        self._dead_since: Optional[float] = None
         self._err = ''
 
     def check(self, flow: Optional[Flow], now: Optional[float] = None) -> Optional[Finding]:
@@ -212,7 +231,11 @@ class PilotHealth:
         self._err += self.probe.new_err()
         name = self.probe.component or f'{EXECUTING}.*'
         first_line = next((line for line in self._err.splitlines() if line.strip()), '')
+        self.probe.agent_gone()                 # agent_0 is seen while it lives
         if state in ('gone', 'Z', 'X'):
+            self._dead_since = now if self._dead_since is None else self._dead_since
+            if self.probe.agent_gone() or now - self._dead_since < DEAD_GRACE:
+                return None                     # the pilot ends: RP reports it
             return Finding(Verdict.COMPONENT_DEAD, self.pilot, name,
                            f'process {self.probe.pid()} is gone'
                            + (f'; its .err: {first_line!r}' if first_line else ''), now)
