@@ -13,7 +13,7 @@ import codecs
 import os
 import pickle
 import time
-from typing import Any, Container, FrozenSet, Optional
+from typing import Any, Container, FrozenSet, List, Optional
 
 #: The releases (major.minor) the accessors below were checked against.
 TESTED_VERSIONS = {'radical.pilot': ('1.103',), 'radical.utils': ('1.103',)}
@@ -56,9 +56,10 @@ def python_task(func_blob: bytes, args: tuple, kwargs: dict) -> str:
                          'base64').decode()
 
 
-def cancel_pilots(pmgr: Any, timeout: float) -> None:
-    """Cancel the manager's pilots, waiting at most ``timeout`` s (private ``_timeout``)."""
-    pmgr.cancel_pilots(_timeout=timeout)
+def cancel_pilots(pmgr: Any, timeout: float, uids: Optional[List[str]] = None) -> None:
+    """Cancel the manager's pilots (those of ``uids`` only, if given), waiting at most
+    ``timeout`` s (private ``_timeout``)."""
+    pmgr.cancel_pilots(uids=uids, _timeout=timeout)
 
 
 def fail_only_the_tasks_of_a_lost_pilot(rp: Any, tmgr: Any) -> None:

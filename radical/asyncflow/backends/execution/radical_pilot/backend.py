@@ -38,6 +38,12 @@ with a non-activated virtualenv works.  Pilot start-up is bounded by
 ``$RADICAL_ASYNCFLOW_PILOT_TIMEOUT``); a pilot that fails or does not become
 active in time raises :class:`BackendError` and leaves nothing behind.
 
+The pilots the backend starts load :mod:`.agent_fix` (RP 1.103's agent
+sends on one ZeroMQ socket from two threads and dies of it), and the backend
+watches them (:mod:`.health`, :mod:`.care`: ``watch_pilots``,
+``pilot_stall_after``): a pilot whose executing component died, stopped or
+went silent is given up, its unfinished tasks fail naming it.
+
 Tested with radical.pilot 1.103 (see :data:`TESTED_RP_VERSIONS`).
 """
 
@@ -67,6 +73,8 @@ from .payload import attach_call, raptor_function
 from .raptor import (Raptor, check_mpi_function, parse_raptor_config, submit_master,
                      worker_descriptions)
 from .pilots import Pilots, pilot_descriptions
+from .care import PilotCare
+from .health import STALL_AFTER
 from .workers import DaemonPool
 from .session import RPEnvironment, close_session, close_when_the_loop_ends, stop_tasks
 from .staging import capture_stdio, export_from_sandbox, fetch, task_inputs
@@ -90,7 +98,8 @@ class RadicalExecutionBackend(DictFace):
 
     def __init__(self, resources: Any, raptor_config: Optional[Dict[str, Any]] = None,
                  *, work_dir: Optional[str] = None, startup_timeout: Optional[float] = None,
-                 name: Optional[str] = None, replace_pilots: bool = False) -> None:
+                 name: Optional[str] = None, replace_pilots: bool = False,
+                 watch_pilots: bool = True, pilot_stall_after: float = STALL_AFTER) -> None:
         try:
             import radical.pilot as rp
             import radical.utils as ru
@@ -142,6 +151,8 @@ class RadicalExecutionBackend(DictFace):
         self._next_master = itertools.count()
         #: The threads RP is called from.
         self._threads = DaemonPool('asyncflow-rp')
+        self.health = PilotCare(self._tasks, self._pilots, self._threads, ru, watch_pilots,
+                                pilot_stall_after)
         self._watchers: List[Any] = []            # futures of the service watchers
         self._environment = False                 # holds RPEnvironment
         self._payload_dir = ''
@@ -190,7 +201,7 @@ class RadicalExecutionBackend(DictFace):
             self.pmgr = rp.PilotManager(session=self.rp_session)
             self.tmgr = rp.TaskManager(session=self.rp_session)
             self.tmgr.register_callback(self._on_rp_state)
-            self._pilots.start(self.rp_session, self.pmgr, self.tmgr, deadline, self._abort)
+            self.health.start(self.rp_session, self.pmgr, self.tmgr, deadline, self._abort)
             self.pilot_sandbox = self._ru.Url(self.pilot.pilot_sandbox).path.rstrip('/')
             self._start_raptors()
         except BaseException:
@@ -231,7 +242,7 @@ class RadicalExecutionBackend(DictFace):
         if self._state in ('STOPPING', 'STOPPED'):
             return False
         self._state = 'STOPPING'
-        self._pilots.stop()
+        self.health.stop()
         self._abort.set()
         for sub in self._tasks.unfinished():
             self._tasks.finish(sub, lambda sub=sub: sub.reporter.cancelled(sub.spec))
@@ -346,7 +357,7 @@ class RadicalExecutionBackend(DictFace):
             td.pilot = self._pilots.uid_for(pinned, task.name)
         if task.stdio_dir is not None and kind is TaskKind.EXECUTABLE:
             capture_stdio(self._rp, td, task.stdio_dir)
-        sub = Submitted(task, reporter, kind, rp_uid, master=td.get('raptor_id') or None)
+        sub = Submitted.described(task, reporter, kind, rp_uid, td)
         if kind is TaskKind.FUNCTION:
             attach_call(self._rp, self._payload_dir, task, links, rp_uid, td)
         elif kind is TaskKind.RAPTOR_FUNCTION:
@@ -392,7 +403,7 @@ class RadicalExecutionBackend(DictFace):
 
     def _on_rp_state(self, rp_task: Any, state: str) -> None:
         try:
-            sub = self._tasks.get(rp_task.uid)
+            sub = self._tasks.reported(rp_task.uid)
             if sub is None:
                 self._on_raptor_state(rp_task, state)
                 return
@@ -402,7 +413,8 @@ class RadicalExecutionBackend(DictFace):
             if state == states.RUNNING:
                 if self._tasks.running(sub, task_nodes(rp_task)) and \
                         sub.kind is TaskKind.SERVICE:
-                    self._watch_service(sub, rp_task)
+                    self._watchers.append(self._threads.submit(_wait_until_up, self, sub,
+                                                               rp_task))
                 return
             # RP 1.103 sends a task's slots only when the task comes back from
             # the agent (TMGR_STAGING_OUTPUT_PENDING or final), not with
@@ -452,10 +464,6 @@ class RadicalExecutionBackend(DictFace):
             return self._ru.Url(rp_task.sandbox).path.rstrip('/')
         except Exception:
             return os.path.join(self.pilot_sandbox or '', rp_task.uid)
-
-    def _watch_service(self, sub: Submitted, rp_task: Any) -> None:
-        """Report the service DONE (its info as stdout) once RP says it is up."""
-        self._watchers.append(self._threads.submit(_wait_until_up, self, sub, rp_task))
 
     def _on_raptor_state(self, rp_task: Any, state: str) -> None:
         """A master or worker ended: fail the function tasks it can no longer run."""

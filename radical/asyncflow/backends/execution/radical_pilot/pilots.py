@@ -202,22 +202,38 @@ class Pilots:
                 self._note_active(pilot)
             if state not in self._rp.FINAL or self._stopping:
                 return True
-            with self._lock:
-                if pilot.uid not in self._description_of or pilot.uid in self.lost:
-                    return True
-                self.lost.append(pilot.uid)
-                log.warning('pilot %s on %s ended %s while the backend runs; its '
-                            'unfinished tasks fail', pilot.uid, pilot.resource, state)
-            if self.replace:
-                self._replace(pilot)
-            try:
-                self.tmgr.remove_pilots(pilot.uid)
-            except Exception as exc:
-                log.warning('removing pilot %s from the task manager: %s', pilot.uid, exc)
+            self.lose(pilot, f'ended {state} while the backend runs')
         except Exception:               # never let an error kill RP's callback thread
             log.exception('handling state %s of pilot %s failed', state,
                           getattr(pilot, 'uid', '?'))
         return True
+
+    def lose(self, pilot: Any, why: str) -> bool:
+        """``pilot`` is lost (it ended, or the health watch saw its agent stop
+        launching tasks while RP still calls it active): no new task goes to it,
+        the task manager lets it go, and with ``replace`` a new pilot of its
+        description starts.  Its unfinished tasks are failed by RP (it ended) or
+        by the backend.  False if it was lost already, or the backend stops."""
+        with self._lock:
+            if self._stopping or pilot.uid not in self._description_of \
+                    or pilot.uid in self.lost:
+                return False
+            self.lost.append(pilot.uid)
+        log.warning('pilot %s on %s %s; its unfinished tasks fail', pilot.uid,
+                    pilot.resource, why)
+        if self.replace:
+            self._replace(pilot)
+        try:
+            self.tmgr.remove_pilots(pilot.uid)
+        except Exception as exc:
+            log.warning('removing pilot %s from the task manager: %s', pilot.uid, exc)
+        return True
+
+    def watched(self) -> List[Any]:
+        """The pilots the health watch checks: active, not lost."""
+        with self._lock:
+            return [p for p in self.all if p.uid not in self.lost
+                    and p.state == self._rp.PMGR_ACTIVE]
 
     def _replace(self, pilot: Any) -> bool:
         """Start a pilot of the same description, once (it becomes active in the

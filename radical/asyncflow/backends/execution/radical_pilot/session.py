@@ -19,6 +19,7 @@ from typing import Any, Callable, Dict, List
 from ....errors import BackendError
 from ....radical_compat import cancel_pilots
 from .._command import read_tail
+from . import agent_fix
 
 #: Pilot walltime in minutes when ``resources`` gives none (RP's own default is 10).
 DEFAULT_RUNTIME = 60
@@ -36,8 +37,10 @@ class RPEnvironment:
 
     RP runs its helper programs and Python by name: when this interpreter's
     venv is not activated, its ``bin`` goes on ``PATH`` and ``VIRTUAL_ENV``
-    names it.  The first backend that starts makes the change, the last one
-    that closes undoes it (where nobody changed the variables since).
+    names it.  The pilots started meanwhile load :mod:`.agent_fix` (their RP
+    programs find its ``sitecustomize`` first on ``PYTHONPATH``).  The first
+    backend that starts makes the change, the last one that closes undoes it
+    (where nobody changed the variables since).
     """
 
     _lock = threading.Lock()
@@ -59,6 +62,8 @@ class RPEnvironment:
             if sys.prefix != sys.base_prefix and not os.environ.get('VIRTUAL_ENV') \
                     and not os.environ.get('CONDA_PREFIX'):
                 wanted['VIRTUAL_ENV'] = sys.prefix
+            # the pilots inherit PYTHONPATH: their RP programs load the agent fix
+            wanted.update(agent_fix.changes(os.environ))
             for name, value in wanted.items():
                 cls._saved[name] = (os.environ.get(name), value)
                 os.environ[name] = value

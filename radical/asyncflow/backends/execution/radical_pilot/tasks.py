@@ -12,8 +12,9 @@ from __future__ import annotations
 import enum
 import os
 import threading
+import time
 from dataclasses import dataclass
-from typing import Callable, Container, Dict, List, Optional
+from typing import Any, Callable, Container, Dict, List, Optional
 
 from ..spec import Reporter, TaskSpec
 from .describe import SERVICE_STARTUP_TIMEOUT, TaskKind
@@ -39,6 +40,16 @@ class Submitted:
     startup_timeout: float = SERVICE_STARTUP_TIMEOUT
     phase: Phase = Phase.SUBMITTED
     placed: bool = False                    # its nodes were reported
+    pilot: Optional[str] = None             # the pilot it was sent to (not RAPTOR's)
+    cores: int = 1                          # ranks x cores per rank
+
+    @classmethod
+    def described(cls, spec: TaskSpec, reporter: Reporter, kind: TaskKind, rp_uid: str,
+                  td: Any) -> 'Submitted':
+        """The attempt ``rp_uid`` of ``spec``, as its RP TaskDescription ``td`` places it."""
+        return cls(spec, reporter, kind, rp_uid, master=td.get('raptor_id') or None,
+                   pilot=td.get('pilot') or None,
+                   cores=int(td.get('ranks') or 1) * int(td.get('cores_per_rank') or 1))
 
 
 class SubmittedTasks:
@@ -50,6 +61,7 @@ class SubmittedTasks:
         self._latest: Dict[str, Submitted] = {}         # engine uid -> latest attempt
         self._sandboxes: Dict[str, str] = {}            # engine uid -> sandbox path
         self._per_node: Dict[str, int] = {}             # node -> attempts placed there
+        self._news: Dict[str, float] = {}               # pilot -> last submission or report
 
     def new_rp_uid(self, spec: TaskSpec, known: Container[str]) -> str:
         """The RP uid for an attempt: the engine uid, ``uid.N`` for attempt N, and a
@@ -67,11 +79,27 @@ class SubmittedTasks:
         with self.lock:
             self._by_rp_uid[sub.rp_uid] = sub
             self._latest[sub.spec.uid] = sub
+        self._heard(sub)
 
     def get(self, rp_uid: str) -> Optional[Submitted]:
         """The attempt RP knows as ``rp_uid``."""
         with self.lock:
             return self._by_rp_uid.get(rp_uid)
+
+    def reported(self, rp_uid: str) -> Optional[Submitted]:
+        """:meth:`get`, for a state report of ``rp_uid``: its pilot was heard from now."""
+        sub = self.get(rp_uid)
+        if sub is not None:
+            self._heard(sub)
+        return sub
+
+    def _heard(self, sub: Submitted) -> None:
+        if sub.pilot is not None:
+            self._news[sub.pilot] = time.monotonic()
+
+    def last_news(self, pilot: str) -> Optional[float]:
+        """When (``time.monotonic()``) a task was last sent to ``pilot`` or reported on."""
+        return self._news.get(pilot)
 
     def latest(self, uid: str) -> Optional[Submitted]:
         """The latest attempt of engine task ``uid``."""

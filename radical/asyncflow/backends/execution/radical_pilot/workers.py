@@ -15,8 +15,8 @@ import queue
 import threading
 from typing import Any, Callable, List, Optional
 
-#: Threads a backend calls RP from at most.
-POOL_SIZE = 4
+#: Threads a backend calls RP from at most (one of them runs the health watch's loop).
+POOL_SIZE = 5
 
 
 class DaemonPool:
