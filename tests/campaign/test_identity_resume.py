@@ -6,6 +6,7 @@ docstring added, a call inserted, a command changed.  Each task appends a
 line to ``ran.log`` when it runs, so the test counts real executions.
 """
 
+import json
 import os
 import sqlite3
 import subprocess
@@ -86,37 +87,42 @@ def in_tmp_dir(tmp_path, monkeypatch):
     enter_tmp_dir(tmp_path, monkeypatch, 'RADICAL_ASYNCFLOW_JOURNAL')
 
 
-def test_a_code_fix_reruns_the_task_and_downstream_and_says_why(tmp_path):
-    executed, results, _ = run(tmp_path, write(tmp_path, factor=2))
+def test_three_resumes_of_one_campaign_rerun_what_changed_and_say_why(tmp_path):
+    """The campaign of the issue: a code fix, a comment-only change, an inserted
+    call, then a changed command; each resume re-runs what changed and says why."""
+    executed, results, line = run(tmp_path, write(tmp_path, factor=2))
     assert len(executed) == 12 and "'v1 4'" in results
+    assert line == ['radical-asyncflow-run: journal: 0 replayed, 12 ran (12 new task)'], line
+
+    # 1. a code fix in analyze: analyze and its dependents run, simulate is replayed
     executed, results, line = run(tmp_path, write(tmp_path, factor=3))
     assert sorted(executed) == sorted([f'analyze {s + 1}' for s in (1, 2, 3, 4)] +
                                       ['report'] * 4)
     assert "'v1 6'" in results
-    assert "4 replayed, 8 ran (4 code of 'analyze' changed, 4 dependency 'analyze' re-ran)" \
-        in line[0], line
+    assert line == ["radical-asyncflow-run: journal: 4 replayed, 8 ran (4 code of 'analyze' "
+                    "changed, 4 dependency 'analyze' re-ran)"], line
+    summaries = sorted(tmp_path.glob('asyncflow.*/asyncflow_summary.json'))
+    assert json.loads(summaries[-1].read_text())['journal'] == {
+        'replayed': 4, 'ran': 8, 'causes': {"code of 'analyze' changed": 4,
+                                            "dependency 'analyze' re-ran": 4}}
 
-
-def test_a_comment_or_docstring_reruns_nothing(tmp_path):
-    run(tmp_path, write(tmp_path))
-    executed, results, line = run(tmp_path, write(tmp_path, doc='\n        """Doubles."""',
+    # 2. a comment and a docstring: nothing runs
+    executed, results, line = run(tmp_path, write(tmp_path, factor=3,
+                                                  doc='\n        """Triples."""',
                                                   comment='  # the factor'))
-    assert executed == [] and "'v1 4'" in results
-    assert 'journal: 12 replayed, 0 ran' in line[0]
+    assert executed == [] and "'v1 6'" in results
+    assert line == ['radical-asyncflow-run: journal: 12 replayed, 0 ran'], line
 
-
-def test_an_inserted_call_reruns_only_its_own_chain(tmp_path):
-    run(tmp_path, write(tmp_path, seeds=(1, 2, 3, 4)))
-    executed, _, line = run(tmp_path, write(tmp_path, seeds=(1, 9, 2, 3, 4)))
+    # 3. a call inserted before the others: only its own chain runs
+    executed, _, line = run(tmp_path, write(tmp_path, factor=3, seeds=(1, 9, 2, 3, 4)))
     assert sorted(executed) == ['analyze 10', 'report', 'simulate 9']
     assert '12 replayed, 3 ran' in line[0], line
 
-
-def test_a_changed_command_reruns_the_executable_only(tmp_path):
-    run(tmp_path, write(tmp_path))
-    executed, results, line = run(tmp_path, write(tmp_path, version='v2'))
-    assert executed == ['report'] * 4 and "'v2 4'" in results
-    assert '4 command changed' in line[0], line
+    # 4. the executable's command changed: only the executables run
+    executed, results, line = run(tmp_path, write(tmp_path, factor=3, seeds=(1, 9, 2, 3, 4),
+                                                  version='v2'))
+    assert executed == ['report'] * 5 and "'v2 6'" in results
+    assert '10 replayed, 5 ran (5 command changed)' in line[0], line
 
 
 def test_a_format_1_journal_runs_again_and_says_so_in_one_line(tmp_path):

@@ -29,6 +29,7 @@ from .identity import (Causes, Occurrences, _Fingerprinter, call_digest, command
                        why_again)
 from .task_journal import TaskJournal
 from .journal_writer import DeferredRecorder
+from ..core.context import RunContext
 from ..core.records import EXECUTABLE, TASK, ComponentRecord, TaskFuture
 
 #: Causes logged per task at debug level only (the first run of a campaign has one per task).
@@ -75,9 +76,11 @@ class IdentityRecorder(DeferredRecorder):
         if journal.notice:
             self._say(journal.notice)
 
-    def _say(self, line: str) -> None:
+    def _say(self, line: str, always: bool = True) -> None:
         self._log.warning('%s', line)
-        print(f'radical.asyncflow: {line}', file=sys.stderr, flush=True)
+        # Under radical-asyncflow-run the counts are among its last lines instead.
+        if always or RunContext.current() is None:
+            print(f'radical.asyncflow: {line}', file=sys.stderr, flush=True)
 
     # --------------------------------------------------------- at the call
     def identify(self, record: ComponentRecord) -> None:
@@ -196,7 +199,7 @@ class IdentityRecorder(DeferredRecorder):
         return those counts."""
         super().close()
         if self.replayed or self.causes:
-            self._say(summary_line(self.replayed, self.ran, self.causes))
+            self._say(summary_line(self.replayed, self.ran, self.causes), always=False)
         return self.counts()
 
 

@@ -31,6 +31,7 @@ or ``RADICAL_PROFILE`` set to false turns it off).
 from __future__ import annotations
 
 import argparse
+import collections
 import json
 import math
 import os
@@ -406,6 +407,14 @@ def main(argv: Optional[List[str]] = None) -> int:
     _say(settings, f'backend {", ".join(ran)}: {counts["DONE"]} done, '
                    f'{counts["FAILED"]} failed, '
                    f'{counts["CANCELED"]} cancelled; exit status {status}')
+    journals = [s['journal'] for s in run.summaries if s.get('journal')]
+    if journals:                        # what --resume replayed, and why the others ran
+        from ..campaign.identity_recorder import summary_line
+        causes: collections.Counter = collections.Counter()
+        for journal in journals:
+            causes.update(journal['causes'])
+        _say(settings, summary_line(sum(j['replayed'] for j in journals),
+                                    sum(j['ran'] for j in journals), causes))
     for summary in run.summaries:       # one per engine (radical.asyncflow.observability)
         if summary.get('summary_file'):
             plot = (f'; plot: radical-asyncflow-plot {os.path.dirname(summary["summary_file"])}'
