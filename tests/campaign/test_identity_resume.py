@@ -145,3 +145,14 @@ def test_a_format_1_journal_runs_again_and_says_so_in_one_line(tmp_path):
     notice = [line for line in proc.stderr.splitlines() if 'format 1' in line]
     assert len(notice) == 1 and 'its 1 tasks run again' in notice[0], proc.stderr
     assert len((tmp_path / 'ran.log').read_text().splitlines()) == 12
+
+
+def test_rerun_forgets_a_function_and_its_dependents(tmp_path):
+    driver = write(tmp_path)
+    run(tmp_path, driver)
+    executed, _, line = run(tmp_path, driver, '--rerun', 'analyze')
+    assert sorted(executed) == sorted([f'analyze {s + 1}' for s in (1, 2, 3, 4)] +
+                                      ['report'] * 4)
+    assert '4 replayed, 8 ran (8 forgotten on purpose' in line[0], line
+    executed, _, _ = run(tmp_path, driver)          # the flag is not needed again
+    assert executed == []
