@@ -74,6 +74,7 @@ def open_journal(path: str, write: bool = False, ownership: bool = True) -> sqli
 
 
 def rows(db: sqlite3.Connection, where: str = '', params: Sequence = ()) -> List[Row]:
+    """The rows (optionally ``WHERE ...``), oldest first."""
     return [Row.from_db(r) for r in db.execute(
         f'SELECT {", ".join(COLUMNS)} FROM tasks {where} ORDER BY finished', params)]
 
@@ -125,6 +126,7 @@ def _size(count: int) -> str:
 
 
 def cmd_list(db: sqlite3.Connection, patterns: Sequence[str], out) -> int:
+    """``list``: the recorded tasks (matching ``patterns``) with times and sizes."""
     selected = rows(db)
     if patterns:
         keys = {key for key, _ in matching(db, patterns)}
@@ -141,6 +143,7 @@ def cmd_list(db: sqlite3.Connection, patterns: Sequence[str], out) -> int:
 
 
 def cmd_show(db: sqlite3.Connection, task: str, out) -> int:
+    """``show``: one task (a name, glob or key prefix) with its identity's parts."""
     found = rows(db, 'WHERE key LIKE ?', (task + '%',)) if all(
         c in '0123456789abcdef' for c in task) else []
     if not found:
@@ -178,6 +181,7 @@ def cmd_show(db: sqlite3.Connection, task: str, out) -> int:
 
 
 def cmd_forget(db: sqlite3.Connection, patterns: Sequence[str], dry_run: bool, out) -> int:
+    """``forget``: the matching tasks and their dependents (``-n``: only say which)."""
     matched, dependents, names = forget(db, patterns, dry_run)
     if not matched:
         raise JournalError(f'no recorded task matches {" ".join(patterns)!r}: nothing forgotten')
@@ -188,6 +192,7 @@ def cmd_forget(db: sqlite3.Connection, patterns: Sequence[str], dry_run: bool, o
 
 
 def cmd_check(path: str, out) -> int:
+    """``check``: is the journal ours, intact and private?  Exit status 1 if not."""
     try:
         check_ownership(os.path.abspath(path)) if os.path.exists(path) else None
     except JournalError as exc:
@@ -215,6 +220,7 @@ def cmd_check(path: str, out) -> int:
 
 
 def build_parser() -> argparse.ArgumentParser:
+    """The argument parser of ``radical-asyncflow-journal``."""
     parser = argparse.ArgumentParser(prog=PROG, description=__doc__.split('\n\n')[0])
     sub = parser.add_subparsers(dest='command', required=True, metavar='COMMAND')
     p = sub.add_parser('list', help='recorded tasks with times and sizes')
