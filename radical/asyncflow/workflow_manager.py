@@ -17,8 +17,8 @@ import time
 from typing import Any, List, Optional, Tuple
 
 from .backends.execution.spec import TaskType
-from .campaign.journal import Journal
-from .campaign.recorder import CampaignRecorder
+from .campaign.identity_recorder import IdentityRecorder
+from .campaign.task_journal import TaskJournal
 from .core.context import RunContext, RunSettings
 from .core.engine import Engine, running_loop
 from .core.process_wide import SHUTDOWN_SIGNALS, uid_counter, warn_once
@@ -81,7 +81,7 @@ class WorkflowEngine(Engine):
         _check_bool('implicit_data', implicit_data)
         _check_names(uid, work_dir)
         journal = journal or settings.journal or _journal_from_environment()
-        opened = Journal(journal) if journal else None    # fails before any backend starts
+        opened = TaskJournal(journal) if journal else None    # fails before any backend starts
         built: List[Any] = []
         try:
             backends, owned = await _open_backends(backend, dry_run, settings, built)
@@ -101,7 +101,7 @@ class WorkflowEngine(Engine):
     def __init__(self, backend: Any, dry_run: bool = False, implicit_data: bool = True, *,
                  uid: Optional[str] = None, work_dir: Optional[str] = None,
                  profile: Optional[bool] = None, progress: bool = False,
-                 journal: Optional[Journal] = None,
+                 journal: Optional[TaskJournal] = None,
                  owned: Optional[List[bool]] = None) -> None:
         """Private: use :meth:`create`, which also starts the scheduler."""
         loop = _get_event_loop_or_raise('WorkflowEngine')
@@ -127,7 +127,10 @@ class WorkflowEngine(Engine):
         recorder = None
         if journal is not None:
             noop = all(type(r.backend).__name__ == 'NoopExecutionBackend' for r in routes)
-            recorder = CampaignRecorder(journal, loop, log, work_dir, read_only=dry_run or noop)
+            # Code-aware identities (format 2); rows are committed on a writer
+            # thread and a task's future settles once its row is durable.
+            recorder = IdentityRecorder(journal, loop, log, work_dir,
+                                        read_only=dry_run or noop, run=uid)
         super().__init__(routes=routes, dry_run=dry_run, implicit_data=implicit_data, uid=uid,
                          work_dir=work_dir, run_dir=run_dir, log=log, prof=prof,
                          observer=observer, recorder=recorder, run=RunContext.current())

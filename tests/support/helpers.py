@@ -11,7 +11,7 @@ import time
 import psutil
 import pytest
 
-from radical.asyncflow.campaign.journal import Journal
+from radical.asyncflow.campaign.task_journal import TaskJournal
 
 FIFO_WAIT = 10      # seconds a task gets to write into a named pipe
 
@@ -104,7 +104,7 @@ def count(path):
 
 
 def journal_rows(path):
-    journal = Journal(str(path))
+    journal = TaskJournal(str(path))
     try:
         return len(journal)
     finally:

@@ -1,16 +1,14 @@
-"""The campaign journal: finished tasks, so a re-run does not repeat them.
+"""The campaign journal file: an SQLite file of ours, checked before it is used.
 
-An SQLite file in WAL mode holds one row per task that finished DONE, keyed
-by the task's *identity*: a hash of its function's qualified name, how many
-times that function had been called before (its position in the workflow),
-its arguments, and the identities of its dependencies.  A re-run of the same
-driver with the same journal resolves such tasks from the row instead of
-running them; changing a task's arguments changes its identity and so the
-identities of everything downstream, which then run again.
+:class:`Journal` opens, checks (owner, header, application id, integrity,
+format) and creates the file; it is also the reader and writer of format 1
+(radical.asyncflow 0.3/0.4): one row per task keyed by a hash of its
+function's qualified name, call position and arguments.  Engines now write
+format 2 (:mod:`.task_journal`, identities that cover the tasks' code), which
+subclasses it and sets format-1 files aside.
 
-Rows are committed once per event-loop iteration (bounded batches), so a
-driver killed with SIGKILL loses at most the completions of the iteration
-it was killed in.
+Format 1's rows were committed once per event-loop iteration; format 2's are
+committed on a writer thread (:mod:`.journal_writer`).
 """
 
 from __future__ import annotations
@@ -82,12 +80,9 @@ class Journal:
                 self._check_existing()
             self._db.execute('PRAGMA journal_mode=WAL')
             self._db.execute('PRAGMA synchronous=NORMAL')
-            self._db.execute(
-                'CREATE TABLE IF NOT EXISTS tasks (identity TEXT PRIMARY KEY, '
-                'name TEXT NOT NULL, kind TEXT NOT NULL, payload BLOB NOT NULL, '
-                'output_files TEXT NOT NULL, finished REAL NOT NULL)')
+            self._create_schema()
             self._db.execute(f'PRAGMA application_id={APPLICATION_ID}')
-            self._db.execute(f'PRAGMA user_version={SCHEMA_VERSION}')
+            self._db.execute(f'PRAGMA user_version={self.schema_version}')
         except BaseException as exc:
             # Closing also removes the -wal/-shm files SQLite made on opening.
             self._db.close()
@@ -124,12 +119,25 @@ class Journal:
                                f'not a radical.asyncflow journal; it was left untouched')
         (check,) = self._db.execute('PRAGMA quick_check').fetchone()
         if check != 'ok':
+            check = first_problem(check)
             raise JournalError(f'{self.path} is corrupted ({check}); it was left untouched: '
                                f'restore it or start a new journal')
         (version,) = self._db.execute('PRAGMA user_version').fetchone()
-        if version != SCHEMA_VERSION:
+        self._check_version(version)
+
+    #: The format this class reads and writes (``PRAGMA user_version``).
+    schema_version = SCHEMA_VERSION
+
+    def _check_version(self, version: int) -> None:
+        if version != self.schema_version:
             raise JournalError(f'{self.path} has journal format {version}, this version '
-                               f'reads format {SCHEMA_VERSION}')
+                               f'reads format {self.schema_version}')
+
+    def _create_schema(self) -> None:
+        self._db.execute(
+            'CREATE TABLE IF NOT EXISTS tasks (identity TEXT PRIMARY KEY, '
+            'name TEXT NOT NULL, kind TEXT NOT NULL, payload BLOB NOT NULL, '
+            'output_files TEXT NOT NULL, finished REAL NOT NULL)')
 
     def __bool__(self) -> bool:
         # An open journal is "something" even when it holds no rows yet:
@@ -247,3 +255,10 @@ def _canonical(value: Any, identity_of: Callable[[Any], Optional[str]]) -> bytes
         return b'P' + hashlib.sha256(pickle.dumps(value, protocol=4)).digest()
     except Exception:
         return f'U{type(value).__qualname__}:{id(value)}:{time.time_ns()}'.encode()
+
+
+def first_problem(report: str) -> str:
+    """The first line of an SQLite check report that names a problem (reports span
+    lines; an error of ours is one line)."""
+    lines = [line for line in report.splitlines() if line and not line.startswith('***')]
+    return lines[0] if lines else report.strip()

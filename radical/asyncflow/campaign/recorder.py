@@ -10,7 +10,7 @@ from __future__ import annotations
 
 import asyncio
 import pickle
-from typing import Any, Optional
+from typing import Any, Dict, Optional
 
 from .journal import Journal, JournalEntry, task_identity
 from ..core.records import EXECUTABLE, ComponentRecord, TaskFuture
@@ -43,7 +43,7 @@ class CampaignRecorder:
         record.identity = task_identity(qualname, spec.calls, record.args, record.kwargs,
                                         identity_of)
 
-    def replay(self, record: ComponentRecord) -> bool:
+    def replay(self, record: ComponentRecord, command: Optional[str] = None) -> bool:
         """Resolve a ready task from the journal if it finished in an earlier run."""
         entry = self.journal.lookup(record.identity)
         if entry is None or not entry.outputs_exist(self._work_dir):
@@ -59,8 +59,20 @@ class CampaignRecorder:
 
     def record_done(self, record: ComponentRecord, value: Any) -> None:
         """Add a task that succeeded now (its future's value) to the journal."""
-        if self._read_only or record.identity is None:
+        entry = self.entry(record, value)
+        if entry is None:
             return
+        full = self.journal.record(entry)
+        if full:
+            self.flush()
+        elif self._flush is None:
+            # Once per loop iteration: every completion of this iteration in one commit.
+            self._flush = self._loop.call_soon(self.flush)
+
+    def entry(self, record: ComponentRecord, value: Any) -> Optional[JournalEntry]:
+        """The journal entry of a task that succeeded with ``value``; None: not recorded."""
+        if self._read_only or record.identity is None:
+            return None
         if record.spec.task_type is EXECUTABLE:
             kind, payload = 'stdout', str(value or '').encode()
         else:
@@ -69,24 +81,29 @@ class CampaignRecorder:
             except Exception as exc:
                 self._log.warning('result of %s cannot be pickled (%s): not journaled, '
                                   'it will run again on resume', record.name, exc)
-                return
+                return None
         outputs = tuple(record.files[1]) if record.files else ()
-        full = self.journal.record(JournalEntry(record.identity, record.name,
-                                                kind, payload, outputs))
-        if full:
-            self.flush()
-        elif self._flush is None:
-            # Once per loop iteration: every completion of this iteration in one commit.
-            self._flush = self._loop.call_soon(self.flush)
+        return JournalEntry(record.identity, record.name, kind, payload, outputs)
 
     def flush(self) -> None:
         """Commit what was recorded."""
         self._flush = None
         self.journal.flush()
 
-    def close(self) -> None:
+    #: Executable tasks are replayed before their command is built (by the call).
+    checks_command = False
+
+    def bind(self, settle: Any) -> None:
+        """Futures are settled at once: the engine's settle path is not needed."""
+
+    def defer(self, record: ComponentRecord, spec: Any, value: Any) -> bool:
+        """Never: the row is recorded after the future settled (:meth:`record_done`)."""
+        return False
+
+    def close(self) -> Optional[Dict[str, Any]]:
         """Commit and close the journal."""
         if self._flush is not None:
             self._flush.cancel()
             self._flush = None
         self.journal.close()
+        return None

@@ -31,6 +31,7 @@ or ``RADICAL_PROFILE`` set to false turns it off).
 from __future__ import annotations
 
 import argparse
+import collections
 import json
 import math
 import os
@@ -112,6 +113,10 @@ def build_parser() -> argparse.ArgumentParser:
     parser.add_argument('--resume', metavar='JOURNAL',
                         help='campaign journal (SQLite): tasks it records as done are not '
                              'run again, new completions are added (created if missing)')
+    parser.add_argument('--rerun', metavar='PATTERN', action='append',
+                        help='with --resume: forget the recorded tasks whose name matches '
+                             'PATTERN (a name or a glob; repeatable), and their dependents, '
+                             'so they run again')
     parser.add_argument('--stop-after', metavar='SECONDS', type=_count('seconds', 1),
                         help='send the driver SIGUSR1 after SECONDS (once it has an engine): an orderly stop with '
                              'status 138, as a batch system\'s walltime warning does')
@@ -358,6 +363,29 @@ def prepare(args: argparse.Namespace) -> tuple:
     return driver, settings
 
 
+def _forget_for_rerun(patterns: List[str], settings: config.Settings) -> None:
+    """``--rerun``: forget the matching tasks and their dependents before the run."""
+    from ..campaign.journal import JournalError
+    from .journal import forget, open_journal
+    if not settings.journal:
+        raise UsageError('--rerun goes with --resume JOURNAL (the journal to forget tasks in)')
+    if not os.path.exists(settings.journal):
+        return                      # nothing recorded yet: everything runs anyway
+    try:
+        db = open_journal(settings.journal, write=True)
+        try:
+            matched, dependents, names = forget(db, patterns)
+        finally:
+            db.close()
+    except JournalError as exc:
+        raise UsageError(str(exc)) from None
+    if not matched:
+        raise UsageError(f'--rerun {" ".join(patterns)!r}: no task recorded in '
+                         f'{settings.journal} matches (radical-asyncflow-journal list shows them)')
+    _say(settings, f'--rerun: forgot {matched} tasks matching and {dependents} dependents '
+                   f'({", ".join(names)}); they run again')
+
+
 def main(argv: Optional[List[str]] = None) -> int:
     """Entry point of ``radical-asyncflow-run``; returns the exit status."""
     parser = build_parser()
@@ -388,6 +416,8 @@ def main(argv: Optional[List[str]] = None) -> int:
             except OSError as exc:
                 raise UsageError(f'cannot write the pilot\'s node file into '
                                  f'{os.getcwd()}: {exc.strerror}') from None
+        if args.rerun:
+            _forget_for_rerun(args.rerun, settings)
     except UsageError as exc:
         print(f'{PROG}: error: {exc}', file=sys.stderr)
         return EXIT_USAGE
@@ -417,6 +447,14 @@ def main(argv: Optional[List[str]] = None) -> int:
     _say(settings, f'backend {", ".join(ran)}: {counts["DONE"]} done, '
                    f'{counts["FAILED"]} failed, '
                    f'{counts["CANCELED"]} cancelled; exit status {status}')
+    journals = [s['journal'] for s in run.summaries if s.get('journal')]
+    if journals:                        # what --resume replayed, and why the others ran
+        from ..campaign.identity_recorder import summary_line
+        causes: collections.Counter = collections.Counter()
+        for journal in journals:
+            causes.update(journal['causes'])
+        _say(settings, summary_line(sum(j['replayed'] for j in journals),
+                                    sum(j['ran'] for j in journals), causes))
     for summary in run.summaries:       # one per engine (radical.asyncflow.observability)
         if summary.get('summary_file'):
             plot = (f'; plot: radical-asyncflow-plot {os.path.dirname(summary["summary_file"])}'

@@ -94,6 +94,9 @@ class Engine:
             loop=self.loop, log=log, placed=observer.placed, stopping=self._shutdown_event,
             handlers=CustomHandlers.of(self, Engine), recorder=recorder)
         self._reporter = EngineReporter(self._outcomes, self.loop, log)
+        if recorder is not None:        # deferred tasks settle like backend reports
+            recorder.bind(functools.partial(self._reporter.hand_over,
+                                            self._outcomes.settle_durable))
         for route in routes:            # the reporter stands for this engine
             route.attach(self._reporter)
         self._scheduler = Scheduler(

@@ -9,7 +9,7 @@ puts them together when it creates an engine.
 
 from __future__ import annotations
 
-from typing import Any, Dict, List, Optional, Protocol, Sequence
+from typing import Any, Callable, Dict, List, Optional, Protocol, Sequence
 
 from .records import ComponentRecord
 
@@ -45,21 +45,42 @@ class RunObserver(Protocol):
     def start(self) -> None:
         """The engine runs: start periodic work (progress, profile writes)."""
 
-    def stop(self, exit_signal: Optional[int], outcome: Dict[str, Any]) -> Dict[str, Any]:
-        """The run ended with ``outcome``: write what is kept, return the summary."""
+    def stop(self, exit_signal: Optional[int], outcome: Dict[str, Any],
+             journal: Optional[Dict[str, Any]] = None) -> Dict[str, Any]:
+        """The run ended with ``outcome``: write what is kept, return the summary
+        (``journal``: what the task recorder said of the run)."""
 
 
 class TaskRecorder(Protocol):
-    """Remembers finished tasks across runs (a campaign journal)."""
+    """Remembers finished tasks across runs (a campaign journal).
+
+    A recorder may keep its rows off the loop: :meth:`defer` then takes a
+    finished task's result, and the recorder settles the task's future
+    through the callable given to :meth:`bind` once the row is durable
+    (durable before visible: nothing observes a result the journal could
+    still lose).
+    """
+
+    #: True: an executable task is checked (:meth:`replay` with its command)
+    #: once its command is built, not when it is ready.
+    checks_command: bool
+
+    def bind(self, settle: Callable[[Any, Any], None]) -> None:
+        """``settle(task_spec, value)``: settles a deferred task (any thread)."""
 
     def identify(self, record: ComponentRecord) -> None:
         """Give a new task its identity (``record.identity``)."""
 
-    def replay(self, record: ComponentRecord) -> bool:
+    def replay(self, record: ComponentRecord, command: Optional[str] = None) -> bool:
         """Settle a ready task from an earlier run's result; True if it did."""
 
-    def record_done(self, record: ComponentRecord, value: Any) -> None:
-        """Keep the result of a task that succeeded now."""
+    def defer(self, record: ComponentRecord, task_spec: Any, value: Any) -> bool:
+        """A task succeeded with ``value``: True when the recorder settles its
+        future later (through ``settle``), False when the engine settles it now."""
 
-    def close(self) -> None:
-        """Keep everything recorded; no call follows."""
+    def record_done(self, record: ComponentRecord, value: Any) -> None:
+        """Keep the result of a task that succeeded now (not deferred)."""
+
+    def close(self) -> Optional[Dict[str, Any]]:
+        """Keep everything recorded; no call follows.  Returns what the run
+        summary shows of the journal (None: nothing)."""

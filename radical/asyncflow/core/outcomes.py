@@ -98,6 +98,29 @@ class Outcomes:
         if future is None or future.done():
             self.drop(spec, 'DONE, but its future is settled already')
             return
+        recorder = self.recorder
+        if recorder is not None and not self._custom_success and recorder.defer(
+                record, spec, result.stdout if type(result) is CommandResult else result):
+            record.backend_final = True
+            attempt.stop_timer()        # it finished: no timeout while its row is written
+            return      # settled by settle_durable() once its journal row is durable
+        self._settle_done(record, spec, result, future, recorded=False)
+
+    def settle_durable(self, spec: TaskSpec, value: Any) -> None:
+        """A deferred task whose journal row is durable now: settle its future."""
+        record = self._records.get(spec.uid)
+        attempt = record.attempt if record is not None else None
+        if attempt is None or attempt.spec.attempt != spec.attempt:
+            self.drop(spec, 'DONE and journaled, but the engine runs no such task now')
+            return
+        future = record.future
+        if future is None or future.done():
+            self.drop(spec, 'DONE and journaled, but its future is settled already')
+            return
+        self._settle_done(record, spec, value, future, recorded=True)
+
+    def _settle_done(self, record: ComponentRecord, spec: TaskSpec, result: Any,
+                     future: asyncio.Future, recorded: bool) -> None:
         record.backend_final = True
         # Settled right here, not by the done-callback a loop turn later: the
         # dependents are released in the same step (one hop less per chain
@@ -110,8 +133,8 @@ class Outcomes:
             self._handlers.success(task, future)
         else:
             future.set_result(result.stdout if type(result) is CommandResult else result)
-        if self.recorder is not None and future.done() and not future.cancelled() \
-                and future.exception() is None:
+        if self.recorder is not None and not recorded and future.done() \
+                and not future.cancelled() and future.exception() is None:
             self.recorder.record_done(record, future.result())
         if direct:
             if future.done():

@@ -135,8 +135,9 @@ class ComponentRecord(Node):
         self.files = files
         self.dependencies: List['ComponentRecord'] = dependencies
         self.policy = policy
-        #: The journal identity (a campaign's recorder sets it at registration).
-        self.identity: Optional[str] = None
+        #: The journal identity (a campaign's recorder sets it at registration;
+        #: opaque to the core).
+        self.identity: Optional[Any] = None
         #: Where the task runs (a route of the engine; None: the default backend).
         self.route = route
         #: The workflow it belongs to (``workflow_id=``, a workflow scope or its block).

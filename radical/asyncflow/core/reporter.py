@@ -85,6 +85,11 @@ class EngineReporter:
         else:
             self._hand_over(self._dict_report, task, (state, service_callback))
 
+    def hand_over(self, handler: Callable[[Any, Any], None], task: Any, value: Any) -> None:
+        """Have the loop call ``handler(task, value)`` in order with the reports (from
+        any thread, e.g. the journal's writer; dropped once the engine shut down)."""
+        self._hand_over(handler, task, value)
+
     def _dict_report(self, task: Any, state_and_callback: Tuple[Any, Any]) -> None:
         self._on_task_dict(task, *state_and_callback)
 

@@ -193,6 +193,10 @@ class Scheduler:
             return False
         if record.future.done():        # cancelled while its command was built
             return False
+        recorder = self._recorder
+        if recorder is not None and recorder.checks_command and record.identity is not None \
+                and recorder.replay(record, command):
+            return False                # replayed: the same command is recorded
         attempt.spec = attempt.spec._replace(command=command)
         return True
 

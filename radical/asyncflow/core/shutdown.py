@@ -132,9 +132,8 @@ class Shutdown:
     def keep_record(self, outcome: Dict[str, Any], signal: Optional[int]) -> None:
         """Close the journal, write the profile and the summary with ``outcome``."""
         recorder, self._outcomes.recorder = self._outcomes.recorder, None
-        if recorder is not None:
-            recorder.close()
-        self.summary = self._observer.stop(signal, outcome)
+        journal = recorder.close() if recorder is not None else None
+        self.summary = self._observer.stop(signal, outcome, journal)
         if self._run is not None:
             self._run.summaries.append(self.summary)
         self._prof.prof('engine_stop', uid='engine')

@@ -383,10 +383,12 @@ class RunMonitor:
         self._schedule()
 
     def stop(self, exit_signal: Optional[int] = None,
-             outcome: Optional[Dict[str, Any]] = None) -> Dict[str, Any]:
+             outcome: Optional[Dict[str, Any]] = None,
+             journal: Optional[Dict[str, Any]] = None) -> Dict[str, Any]:
         """Stop the display, write the profile and the summary; return the summary.
 
-        ``outcome`` says how the run ended (see :func:`outcome_of`).
+        ``outcome`` says how the run ended (see :func:`outcome_of`); ``journal``
+        what the campaign journal replayed and why the other tasks ran.
         """
         if self._timer is not None:
             self._timer.cancel()
@@ -402,6 +404,8 @@ class RunMonitor:
             display.close()
         self.summary = self.build_summary(exit_signal)
         self.summary['outcome'] = outcome or {'status': 'completed'}
+        if journal is not None:
+            self.summary['journal'] = journal
         self.write_summary()
         if display is not None:
             print_summary(self.summary, file=sys.stderr)
