@@ -131,7 +131,7 @@ class WorkflowEngine(Engine):
         log = ru.Logger(name='radical.asyncflow', ns='radical.asyncflow', path=run_dir)
         prof = make_profiler(run_dir, profiling_wanted(profile))
         observer = RunMonitor(loop, log, prof, routes.describe(), work_dir, run_dir,
-                              progress=progress)
+                              progress=progress, keepers=(_write_report,))
         recorder = None
         if journal is not None:
             noop = all(type(r.backend).__name__ == 'NoopExecutionBackend' for r in routes)
@@ -180,6 +180,12 @@ async def _open_backends(backend: Any, dry_run: bool, settings: RunSettings,
     # A backend the program holds in "async with" stays the program's to close.
     owned = [not getattr(given, 'held', False) for given in backends]
     return [await initialize(given) for given in backends], owned
+
+
+def _write_report(run_dir: str) -> None:
+    """``report.html`` into the run directory, next to the summary."""
+    from .observability.report import write_report   # deferred: only at the run's end
+    write_report(run_dir)
 
 
 def _journal_from_environment() -> Optional[str]:

@@ -23,7 +23,7 @@ import os
 import sys
 import threading
 import time
-from typing import Any, Callable, Dict, List, Optional, TextIO, Tuple
+from typing import Any, Callable, Dict, List, Optional, Sequence, TextIO, Tuple
 
 from . import profile_writer
 from .profile_sink import ProfileSink, csv_safe
@@ -127,7 +127,8 @@ class RunMonitor:
     """
 
     def __init__(self, loop: Any, log: Any, profiler: Any, backend_name: str,
-                 work_dir: str, run_dir: Optional[str] = None, progress: bool = False) -> None:
+                 work_dir: str, run_dir: Optional[str] = None, progress: bool = False,
+                 keepers: Sequence[Callable[[str], Any]] = ()) -> None:
         self._block_kind = BLOCK
         self._loop = loop
         self._log = log
@@ -152,6 +153,9 @@ class RunMonitor:
                                        backend_name, loop, log)
         self._timer: Any = None
         self._progress = progress
+        #: Called with the run directory once the summary is written (the
+        #: report page): each may fail without failing the others or the run.
+        self._keepers = tuple(keepers)
         self.display: Any = None
         # The observers records call: closures, as their lookups are the cheapest.
         self.on_task = self._task_observer(self.profile)
@@ -403,6 +407,12 @@ class RunMonitor:
         self.summary = self.build_summary(exit_signal)
         self.summary['outcome'] = outcome or {'status': 'completed'}
         self.write_summary()
+        for keep in self._keepers:
+            try:
+                keep(self.run_dir)
+            except Exception as exc:
+                self._log.warning('writing the run record failed: %s: %s',
+                                  type(exc).__name__, exc)
         if display is not None:
             print_summary(self.summary, file=sys.stderr)
         return self.summary
