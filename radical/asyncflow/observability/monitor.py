@@ -167,8 +167,46 @@ class RunMonitor:
         self.created = self._creation_observer(self.profile)
         #: ``batch_submitted(records)``: the engine hands these tasks, just
         #: made SUBMITTED, to the backend now.  They share one profile event.
-        self.batch_submitted: Callable[[List[Any]], None] = (
+        self._profile_batch: Callable[[List[Any]], None] = (
             self.profile.batch_submitted if self.profile is not None else _nothing)
+        self.batch_submitted: Callable[[List[Any]], None] = self._batch_submitted
+        #: The run watcher (telemetry), if one was plugged in (see :meth:`watch`).
+        self._watcher: Any = None
+        self._plain_created = self.created
+
+    def _batch_submitted(self, records: List[Any]) -> None:
+        self._profile_batch(records)
+        if self._watcher is not None:          # once per batch, not per task
+            self._watcher.submitted(records)
+
+    def watch(self, watcher: Any) -> None:
+        """Tell ``watcher`` (a :class:`~radical.asyncflow.core.interfaces.RunWatcher`)
+        of every component created from now on and of its changes; None: stop.
+
+        Records made since get an observer that calls the watcher after the
+        monitor's own; without a watcher nothing changes on the hot path.
+        """
+        self._watcher = watcher
+        plain = self._plain_created
+        if watcher is None:
+            self.created = plain
+            return
+        wrapped: Dict[Any, Callable[[Any, NodeState, NodeState], None]] = {}
+        changed, told = watcher.changed, watcher.created
+
+        def wrap(observe: Callable[[Any, NodeState, NodeState], None]
+                 ) -> Callable[[Any, NodeState, NodeState], None]:
+            def observe_and_tell(node: Any, old: NodeState, new: NodeState) -> None:
+                observe(node, old, new)
+                changed(node, old, new)
+            return observe_and_tell
+
+        def created(record: Any) -> None:
+            plain(record)
+            observe = record.observer     # one of four: wrapped once each
+            record.observer = wrapped.get(observe) or wrapped.setdefault(observe, wrap(observe))
+            told(record)
+        self.created = created
 
     # ------------------------------------------------------------ hot path
 
@@ -407,6 +445,13 @@ class RunMonitor:
         self.summary = self.build_summary(exit_signal)
         self.summary['outcome'] = outcome or {'status': 'completed'}
         self.write_summary()
+        watcher, self._watcher = self._watcher, None
+        if watcher is not None:
+            try:
+                watcher.run_ended(self.summary)
+            except Exception as exc:
+                self._log.warning('stopping the telemetry failed: %s: %s',
+                                  type(exc).__name__, exc)
         for keep in self._keepers:
             try:
                 keep(self.run_dir)
