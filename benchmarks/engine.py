@@ -30,6 +30,7 @@ separate run of at most HELD_MAX tasks).
     python benchmarks/engine.py --quick           # seconds, for CI
     python benchmarks/engine.py --sizes 1e3,1e4,1e5,1e6 --json out.json --png out.png
     python benchmarks/engine.py --profiling --workloads W1,W4 --repeat 5   # profile cost
+    python benchmarks/engine.py --telemetry --workloads W1 --repeat 5     # start_telemetry cost
 """
 
 from __future__ import annotations
@@ -131,6 +132,8 @@ async def _our_engine(workload: str) -> tuple:
 
 async def run_ours(workload: str, deps: List[List[int]]) -> Dict[str, float]:
     engine, node = await _our_engine(workload)
+    if os.environ.get(TELEMETRY_VAR) == '1':       # --telemetry: started before the clock
+        await engine.start_telemetry(resource_poll_interval=60)
     base = _start_measuring()
     t0, c0 = time.perf_counter(), _cpu()
     futures = []
@@ -369,6 +372,40 @@ def profiling_overhead(args: argparse.Namespace) -> List[Dict[str, Any]]:
     return rows
 
 
+#: Set to 1 in a child: its engine runs with start_telemetry() (--telemetry).
+TELEMETRY_VAR = 'ASYNCFLOW_BENCH_TELEMETRY'
+
+
+def telemetry_overhead(args: argparse.Namespace) -> List[Dict[str, Any]]:
+    """The engine without and with ``start_telemetry()``, runs interleaved; medians.
+
+    The ratio is of CPU time (the run, not the shutdown): on a shared machine
+    it moves less than wall time.
+    """
+    rows = []
+    for workload, n in plan(args):
+        runs: Dict[str, List[Dict[str, Any]]] = {'off': [], 'on': []}
+        for _ in range(max(args.repeat, 1)):
+            for mode in runs:
+                env = {**PROFILE_ENV['off'], TELEMETRY_VAR: '1' if mode == 'on' else '0'}
+                runs[mode].append(measure(workload, n, 'ours', 1, args.timeout, env=env))
+        off, on = ([r['cpu_seconds'] for r in runs[m]] for m in ('off', 'on'))
+        ratios = sorted(b / a for a, b in zip(off, on))
+        row = {'workload': workload, 'n': n, 'off_cpu': sorted(off), 'on_cpu': sorted(on),
+               'ratio_of_medians': _mid(on) / _mid(off), 'median_pair_ratio': _mid(ratios),
+               'errors': sum(r['errors'] for m in runs for r in runs[m])}
+        rows.append(row)
+        print(f"{workload} n={n}: CPU s off {_mid(off):.3f} on {_mid(on):.3f}; on/off "
+              f"{row['ratio_of_medians']:.3f} (median of paired ratios "
+              f"{row['median_pair_ratio']:.3f}, {len(ratios)} pairs)", flush=True)
+    return rows
+
+
+def _mid(values: List[float]) -> float:
+    values = sorted(values)
+    return values[(len(values) - 1) // 2]
+
+
 def plan(args: argparse.Namespace) -> List[tuple]:
     if args.quick:
         sizes = dict(QUICK)
@@ -486,6 +523,9 @@ def main(argv: Optional[List[str]] = None) -> int:
     parser.add_argument('--profiling', action='store_true',
                         help='instead: the cost of the task profile (profiling off vs on, '
                              'run + shutdown, runs interleaved, best of --repeat)')
+    parser.add_argument('--telemetry', action='store_true',
+                        help='instead: the cost of engine.start_telemetry() (off vs on, '
+                             'runs interleaved, CPU-time medians)')
     parser.add_argument('--child', help=argparse.SUPPRESS)
     args = parser.parse_args(argv)
 
@@ -501,6 +541,12 @@ def main(argv: Optional[List[str]] = None) -> int:
     from radical.asyncflow import __version__
     print(f'radical.asyncflow {__version__}, Python {platform.python_version()}, '
           f'{platform.system()} {platform.machine()}, {os.cpu_count()} CPUs')
+    if args.telemetry:
+        rows = telemetry_overhead(args)
+        if args.json:
+            with open(args.json, 'w') as f:
+                json.dump({'telemetry': rows, 'version': __version__}, f, indent=1)
+        return 1 if any(r['errors'] for r in rows) else 0
     if args.profiling:
         rows = profiling_overhead(args)
         if args.json:

@@ -9,6 +9,9 @@
 #    and stops the daemons itself (none is enabled or started here).
 #  - PMIx (libpmix2): SLURM's mpi/pmix plugin loads it; the multi-node cluster
 #    runs MPI tasks with MpiDefault=pmix.  (OpenMPI depends on it too.)
+#  - Chromium: tests/observability/test_report.py opens report.html in it, headless
+#    (tests/support/browser.py starts and stops it); without its other recommended
+#    packages (avahi, udev, ...), which a headless browser does not use.
 set -euo pipefail
 
 mpi=()
@@ -24,17 +27,21 @@ for tool in slurmctld slurmd sbatch srun scancel munged qsub; do
         slurm=(slurmctld slurmd slurm-client munge slurm-wlm-torque)
     fi
 done
-if [ ${#mpi[@]} -eq 0 ] && [ ${#slurm[@]} -eq 0 ]; then
+browser=()
+if ! command -v chromium >/dev/null 2>&1 || ! [ -d /usr/share/fonts/truetype/liberation ]; then
+    browser=(chromium fonts-liberation)     # a font, for readable screenshots
+fi
+if [ ${#mpi[@]} -eq 0 ] && [ ${#slurm[@]} -eq 0 ] && [ ${#browser[@]} -eq 0 ]; then
     exit 0                                      # already installed
 fi
 if ! command -v apt-get >/dev/null 2>&1; then
-    echo "setup_system.sh: no apt-get here; install ${mpi[*]} ${slurm[*]} yourself" >&2
+    echo "setup_system.sh: no apt-get here; install ${mpi[*]} ${slurm[*]} ${browser[*]} yourself" >&2
     exit 0
 fi
 SUDO=
 if [ "$(id -u)" != 0 ]; then
     if ! command -v sudo >/dev/null 2>&1; then
-        echo "setup_system.sh: neither root nor sudo; ${mpi[*]} ${slurm[*]} not installed" >&2
+        echo "setup_system.sh: neither root nor sudo; ${mpi[*]} ${slurm[*]} ${browser[*]} not installed" >&2
         exit 0
     fi
     SUDO=sudo
@@ -49,6 +56,15 @@ if [ ${#slurm[@]} -gt 0 ]; then
     # the test fixture runs its own daemons
     log=$(mktemp)
     if ! $SUDO apt-get install -y -qq --no-install-recommends "${slurm[@]}" >"$log" 2>&1; then
+        cat "$log" >&2
+        rm -f "$log"
+        exit 1
+    fi
+    rm -f "$log"
+fi
+if [ ${#browser[@]} -gt 0 ]; then
+    log=$(mktemp)
+    if ! $SUDO apt-get install -y -qq --no-install-recommends "${browser[@]}" >"$log" 2>&1; then
         cat "$log" >&2
         rm -f "$log"
         exit 1

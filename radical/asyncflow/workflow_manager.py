@@ -27,7 +27,8 @@ from .core.routing import Routes, backends_given, initialize, make_route, shutdo
 from .core.scheduler import SUBMIT_BATCH
 from .observability.monitor import RunMonitor, make_profiler, profiling_wanted
 from .observability.progress import progress_enabled
-from .errors import RunDirectoryExists, UsageStateError, UsageTypeError
+from .errors import (MissingDependencyError, RunDirectoryExists, UsageStateError,
+                     UsageTypeError)
 
 __all__ = ['WorkflowEngine', 'TASK', 'BLOCK', 'FUNCTION', 'EXECUTABLE', 'SUBMIT_BATCH',
            'SHUTDOWN_SIGNALS', 'FutureState', 'TaskType', '_get_event_loop_or_raise']
@@ -123,7 +124,7 @@ class WorkflowEngine(Engine):
         log = ru.Logger(name='radical.asyncflow', ns='radical.asyncflow', path=run_dir)
         prof = make_profiler(run_dir, profiling_wanted(profile))
         observer = RunMonitor(loop, log, prof, routes.describe(), work_dir, run_dir,
-                              progress=progress)
+                              progress=progress, keepers=(_write_report,))
         recorder = None
         if journal is not None:
             noop = all(type(r.backend).__name__ == 'NoopExecutionBackend' for r in routes)
@@ -134,6 +135,48 @@ class WorkflowEngine(Engine):
         super().__init__(routes=routes, dry_run=dry_run, implicit_data=implicit_data, uid=uid,
                          work_dir=work_dir, run_dir=run_dir, log=log, prof=prof,
                          observer=observer, recorder=recorder, run=RunContext.current())
+
+
+    async def start_telemetry(self, resource_poll_interval: float = 5.0,
+                              checkpoint_interval: Optional[float] = None,
+                              checkpoint_path: Optional[str] = None,
+                              span_processors: Optional[List[Any]] = None,
+                              metric_readers: Optional[List[Any]] = None,
+                              resource: Any = None) -> Any:
+        """Start OpenTelemetry spans, events and metrics for this engine (upstream 0.4-0.6).
+
+        Returns the :class:`~radical.asyncflow.observability.telemetry.TelemetryManager`:
+        ``await telemetry.stop()`` ends it (so does ``engine.shutdown()``).
+        ``resource_poll_interval``: seconds between CPU/memory readings of the
+        node; ``checkpoint_interval``/``checkpoint_path``: the JSONL file's
+        period and directory (None: written at stop only / no file);
+        ``span_processors``, ``metric_readers``, ``resource``: handed to the
+        SDK's providers (an OTLP exporter goes in ``span_processors``).
+        """
+        if getattr(self, '_telemetry', None) is not None:
+            raise UsageStateError(f'{self.uid}: telemetry runs already: stop it before '
+                                  f'starting it again')
+        if self._shutdown_event.is_set():
+            raise UsageStateError(f'{self.uid}: start_telemetry() after shutdown()')
+        try:
+            from .observability.telemetry import TelemetryManager
+        except ImportError as exc:
+            raise MissingDependencyError('start_telemetry()', 'opentelemetry-sdk',
+                                         'telemetry') from exc
+
+        def detach() -> None:
+            self._observer.watch(None)
+            self._telemetry = None
+
+        manager = TelemetryManager(
+            session_id=self.uid, backend=self._routes.describe(), loop=self.loop, log=self.log,
+            detach=detach, resource_poll_interval=resource_poll_interval,
+            checkpoint_interval=checkpoint_interval, checkpoint_path=checkpoint_path,
+            span_processors=span_processors, metric_readers=metric_readers, resource=resource)
+        manager.start()
+        self._telemetry = manager
+        self._observer.watch(manager)
+        return manager
 
 
 async def _open_backends(backend: Any, dry_run: bool, settings: RunSettings,
@@ -175,6 +218,12 @@ async def _open_backends(backend: Any, dry_run: bool, settings: RunSettings,
     # A backend the program holds in "async with" stays the program's to close.
     owned = [not getattr(given, 'held', False) for given in backends]
     return [await initialize(given) for given in backends], owned
+
+
+def _write_report(run_dir: str) -> None:
+    """``report.html`` into the run directory, next to the summary."""
+    from .observability.report import write_report   # deferred: only at the run's end
+    write_report(run_dir)
 
 
 def _journal_from_environment() -> Optional[str]:

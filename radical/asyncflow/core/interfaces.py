@@ -11,7 +11,29 @@ from __future__ import annotations
 
 from typing import Any, Callable, Dict, List, Optional, Protocol, Sequence
 
+from .graph import NodeState
 from .records import ComponentRecord
+
+
+class RunWatcher(Protocol):
+    """Hears of every component's life as it happens, next to the run observer
+    (the telemetry of :mod:`radical.asyncflow.observability.telemetry`).
+
+    Plugged in with :meth:`RunObserver.watch`; until then the engine pays
+    nothing for it.  Its calls run on the engine's event loop.
+    """
+
+    def created(self, record: ComponentRecord) -> None:
+        """A new component, WAITING or READY."""
+
+    def changed(self, record: ComponentRecord, old: NodeState, new: NodeState) -> None:
+        """``record`` went from ``old`` to ``new`` (SUBMITTED comes by ``submitted``)."""
+
+    def submitted(self, records: List[ComponentRecord]) -> None:
+        """These tasks, just made SUBMITTED, go to a backend now."""
+
+    def run_ended(self, summary: Dict[str, Any]) -> None:
+        """The run ended; ``summary`` is the run observer's summary."""
 
 
 class RunObserver(Protocol):
@@ -49,6 +71,9 @@ class RunObserver(Protocol):
              journal: Optional[Dict[str, Any]] = None) -> Dict[str, Any]:
         """The run ended with ``outcome``: write what is kept, return the summary
         (``journal``: what the task recorder said of the run)."""
+
+    def watch(self, watcher: Optional[RunWatcher]) -> None:
+        """From now on tell ``watcher`` of every new component and change (None: stop)."""
 
 
 class TaskRecorder(Protocol):

@@ -23,7 +23,7 @@ import os
 import sys
 import threading
 import time
-from typing import Any, Callable, Dict, List, Optional, TextIO, Tuple
+from typing import Any, Callable, Dict, List, Optional, Sequence, TextIO, Tuple
 
 from . import profile_writer
 from .profile_sink import ProfileSink, csv_safe
@@ -127,7 +127,8 @@ class RunMonitor:
     """
 
     def __init__(self, loop: Any, log: Any, profiler: Any, backend_name: str,
-                 work_dir: str, run_dir: Optional[str] = None, progress: bool = False) -> None:
+                 work_dir: str, run_dir: Optional[str] = None, progress: bool = False,
+                 keepers: Sequence[Callable[[str], Any]] = ()) -> None:
         self._block_kind = BLOCK
         self._loop = loop
         self._log = log
@@ -152,6 +153,9 @@ class RunMonitor:
                                        backend_name, loop, log)
         self._timer: Any = None
         self._progress = progress
+        #: Called with the run directory once the summary is written (the
+        #: report page): each may fail without failing the others or the run.
+        self._keepers = tuple(keepers)
         self.display: Any = None
         # The observers records call: closures, as their lookups are the cheapest.
         self.on_task = self._task_observer(self.profile)
@@ -163,8 +167,46 @@ class RunMonitor:
         self.created = self._creation_observer(self.profile)
         #: ``batch_submitted(records)``: the engine hands these tasks, just
         #: made SUBMITTED, to the backend now.  They share one profile event.
-        self.batch_submitted: Callable[[List[Any]], None] = (
+        self._profile_batch: Callable[[List[Any]], None] = (
             self.profile.batch_submitted if self.profile is not None else _nothing)
+        self.batch_submitted: Callable[[List[Any]], None] = self._batch_submitted
+        #: The run watcher (telemetry), if one was plugged in (see :meth:`watch`).
+        self._watcher: Any = None
+        self._plain_created = self.created
+
+    def _batch_submitted(self, records: List[Any]) -> None:
+        self._profile_batch(records)
+        if self._watcher is not None:          # once per batch, not per task
+            self._watcher.submitted(records)
+
+    def watch(self, watcher: Any) -> None:
+        """Tell ``watcher`` (a :class:`~radical.asyncflow.core.interfaces.RunWatcher`)
+        of every component created from now on and of its changes; None: stop.
+
+        Records made since get an observer that calls the watcher after the
+        monitor's own; without a watcher nothing changes on the hot path.
+        """
+        self._watcher = watcher
+        plain = self._plain_created
+        if watcher is None:
+            self.created = plain
+            return
+        wrapped: Dict[Any, Callable[[Any, NodeState, NodeState], None]] = {}
+        changed, told = watcher.changed, watcher.created
+
+        def wrap(observe: Callable[[Any, NodeState, NodeState], None]
+                 ) -> Callable[[Any, NodeState, NodeState], None]:
+            def observe_and_tell(node: Any, old: NodeState, new: NodeState) -> None:
+                observe(node, old, new)
+                changed(node, old, new)
+            return observe_and_tell
+
+        def created(record: Any) -> None:
+            plain(record)
+            observe = record.observer     # one of four: wrapped once each
+            record.observer = wrapped.get(observe) or wrapped.setdefault(observe, wrap(observe))
+            told(record)
+        self.created = created
 
     # ------------------------------------------------------------ hot path
 
@@ -407,6 +449,19 @@ class RunMonitor:
         if journal is not None:
             self.summary['journal'] = journal
         self.write_summary()
+        watcher, self._watcher = self._watcher, None
+        if watcher is not None:
+            try:
+                watcher.run_ended(self.summary)
+            except Exception as exc:
+                self._log.warning('stopping the telemetry failed: %s: %s',
+                                  type(exc).__name__, exc)
+        for keep in self._keepers:
+            try:
+                keep(self.run_dir)
+            except Exception as exc:
+                self._log.warning('writing the run record failed: %s: %s',
+                                  type(exc).__name__, exc)
         if display is not None:
             print_summary(self.summary, file=sys.stderr)
         return self.summary
