@@ -23,14 +23,14 @@ from .campaign.recorder import CampaignRecorder
 from .core.context import RunContext, RunSettings
 from .core.engine import Engine
 from .core.process_wide import SHUTDOWN_SIGNALS, uid_counter, warn_once
-from .core.records import BLOCK, EXECUTABLE, FUNCTION, TASK, FutureState
+from .core.records import BLOCK, EXECUTABLE, FUNCTION, PROMPT, TASK, FutureState
 from .core.routing import Routes, backends_given, initialize, make_route, shutdown_backends
 from .core.scheduler import SUBMIT_BATCH
 from .observability.monitor import RunMonitor, make_profiler, profiling_wanted
 from .observability.progress import progress_enabled
 from .errors import RunDirectoryExists, UsageStateError, UsageTypeError
 
-__all__ = ['WorkflowEngine', 'TASK', 'BLOCK', 'FUNCTION', 'EXECUTABLE', 'SUBMIT_BATCH',
+__all__ = ['WorkflowEngine', 'TASK', 'BLOCK', 'FUNCTION', 'EXECUTABLE', 'PROMPT', 'SUBMIT_BATCH',
            'SHUTDOWN_SIGNALS', 'FutureState', 'TaskType', '_get_event_loop_or_raise']
 
 

@@ -21,7 +21,7 @@ import weakref
 from dataclasses import dataclass
 from typing import Any, Dict, List, Sequence
 
-from .base import NATIVE_METHODS, backend_name, check_backend
+from .base import NATIVE_METHODS, BaseExecutionBackend, backend_name, check_backend
 from .dict_protocol import DICT_FACE_METHODS, DictFace, spec_to_dict
 from .spec import DataEdge, Reporter, TaskSpec, TaskType
 
@@ -44,6 +44,19 @@ def speaks_natively(backend: Any) -> bool:
         if own is not None and own is not getattr(DictFace, name):
             return False
     return True
+
+
+def data_linking(backend: Any) -> 'tuple[bool, bool]':
+    """Whether the engine calls ``backend``'s implicit and explicit ``link_*`` methods.
+
+    As the backend declares (``supports_implicit_data_linking``,
+    ``supports_explicit_data_linking``); undeclared means no, as in
+    radical.asyncflow 0.6, except for subclasses of :class:`BaseExecutionBackend`,
+    the abstract class of 0.1-0.5, whose engines always linked.
+    """
+    default = isinstance(backend, BaseExecutionBackend)
+    return (bool(getattr(backend, 'supports_implicit_data_linking', default)),
+            bool(getattr(backend, 'supports_explicit_data_linking', default)))
 
 
 @dataclass
@@ -95,6 +108,7 @@ class LegacyAdapter:
         # rhapsody-py backends (which declare their data-linking support) run
         # an executable as an argv unless told to use a shell
         self._argv_executables = hasattr(backend, 'supports_implicit_data_linking')
+        self.implicit_linking, self.explicit_linking = data_linking(backend)
         self._lock = threading.Lock()
         self._live: Dict[str, _Entry] = {}           # uid -> current attempt, until final
         self._dicts: Dict[str, Dict[str, Any]] = {}  # uid -> last dict (a producer's, for links)
@@ -150,8 +164,7 @@ class LegacyAdapter:
 
     def _link(self, spec: TaskSpec, task: Dict[str, Any]) -> None:
         backend = self.backend
-        implicit = getattr(backend, 'supports_implicit_data_linking', True)
-        explicit = getattr(backend, 'supports_explicit_data_linking', True)
+        implicit, explicit = self.implicit_linking, self.explicit_linking
         for edge in spec.inputs:
             if edge.implicit:
                 if implicit:
