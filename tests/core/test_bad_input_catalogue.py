@@ -10,6 +10,7 @@ import os
 import re
 import subprocess
 import sys
+import threading
 from concurrent.futures import Executor, ProcessPoolExecutor, ThreadPoolExecutor
 from pathlib import Path
 
@@ -228,12 +229,14 @@ async def _(tmp_path, monkeypatch):
     await waiting
 
 
-@case('closure-in-process-pool', TypeError, 'local_helper', 'module level')
+@case('unpicklable-closure-in-process-pool', TypeError, 'local_helper', 'worker process')
 async def _(tmp_path, monkeypatch):
+    lock = threading.Lock()         # closures travel by value: this one cannot
     async with pool_engine(ProcessPoolExecutor(1)) as engine:
         @engine.function_task
         async def local_helper():
-            return 1
+            with lock:
+                return 1
 
         await asyncio.wait_for(local_helper(), WAIT)
 

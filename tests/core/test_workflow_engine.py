@@ -95,7 +95,10 @@ def uid_of(engine, fut):
 
 @pytest.fixture
 async def engine():
-    backend = await ConcurrentExecutionBackend(ThreadPoolExecutor(max_workers=4))
+    # Bodies here synchronise with the test through asyncio objects of its
+    # loop, so they run on that loop (the explicit choice, issue 22).
+    backend = await ConcurrentExecutionBackend(ThreadPoolExecutor(max_workers=4),
+                                               coroutines_on_loop=True)
     eng = await WorkflowEngine.create(backend=backend)
     yield eng
     await eng.shutdown()
