@@ -278,11 +278,6 @@ async def _(tmp_path, monkeypatch):
     raise errors[0]
 
 
-@case('no-backend-configured', RuntimeError, 'no backend', 'radical-asyncflow-run')
-async def _(tmp_path, monkeypatch):
-    await WorkflowEngine.create()
-
-
 @case('dry-run-with-backend', RuntimeError, 'ConcurrentExecutionBackend', 'leave backend unset')
 async def _(tmp_path, monkeypatch):
     backend = ConcurrentExecutionBackend(ThreadPoolExecutor(1))

@@ -129,13 +129,6 @@ async def test_create_without_backend_in_dry_run_uses_noop():
         await eng.shutdown()
 
 
-async def test_create_without_backend_or_configuration_is_a_runtime_error(monkeypatch):
-    monkeypatch.delenv('RADICAL_ASYNCFLOW_BACKEND', raising=False)
-    monkeypatch.delenv('RADICAL_ASYNCFLOW_RESOURCES', raising=False)
-    with pytest.raises(RuntimeError):
-        await WorkflowEngine.create()
-
-
 async def test_create_without_backend_uses_the_configured_one(monkeypatch):
     monkeypatch.setenv('RADICAL_ASYNCFLOW_BACKEND', 'concurrent')
     monkeypatch.delenv('RADICAL_ASYNCFLOW_RESOURCES', raising=False)
