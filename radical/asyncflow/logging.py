@@ -16,7 +16,7 @@ import sys
 import threading
 from typing import Any, Optional, Union
 
-__all__ = ['init_default_logger', 'get_logger', 'get_structured_logger', 'StructuredLogger']
+__all__ = ['StructuredLogger', 'get_logger', 'get_structured_logger', 'init_default_logger']
 
 Level = Union[int, str]
 

@@ -34,7 +34,7 @@ from .handlers import CustomHandlers
 from .interfaces import RunObserver, TaskRecorder
 from .outcomes import Outcomes
 from .process_wide import SignalHub, SignalMember, uid_counter
-from .records import (BLOCK, BLOCK_CHAIN, BLOCK_ROUTE, EXECUTABLE, FUNCTION, TASK,
+from .records import (BLOCK, BLOCK_CHAIN, BLOCK_ROUTE, EXECUTABLE, FUNCTION, PROMPT, TASK,
                       WORKFLOW_ID, ComponentRecord, ComponentSpec, TaskFuture, cycle_error,
                       scope_with, scoped, upstream_blocks)
 from .reporter import EngineReporter
@@ -115,6 +115,9 @@ class Engine:
         self.block = make_decorator(self._register, routes, BLOCK)
         self.function_task = make_decorator(self._register, routes, TASK, FUNCTION)
         self.executable_task = make_decorator(self._register, routes, TASK, EXECUTABLE)
+        #: Tasks whose function returns a prompt, answered by a backend that runs
+        #: prompts (radical.asyncflow 0.6); the result is the answer.
+        self.prompt_task = make_decorator(self._register, routes, TASK, PROMPT)
 
         self._run_task: Optional[asyncio.Task] = None
         self._submit_task: Optional[asyncio.Task] = None
@@ -165,6 +168,8 @@ class Engine:
                                   f"call tasks before engine.shutdown(), or create a new engine")
         options = spec.description
         route = spec.route or scoped(BLOCK_ROUTE, self._scope_key)
+        if spec.task_type is PROMPT and route is not spec.route:
+            route = spec.route          # chosen at decoration: a backend that answers prompts
         workflow_id = scoped(WORKFLOW_ID, self._scope_key)
         if kwargs:
             options, route, workflow_id = call_keywords(self._routes, spec, kwargs, options,

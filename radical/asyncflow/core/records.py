@@ -37,8 +37,7 @@ TASK = ComponentType.TASK
 BLOCK = ComponentType.BLOCK
 FUNCTION = TaskType.FUNCTION
 EXECUTABLE = TaskType.EXECUTABLE
-#: The task type of radical.asyncflow 0.6's prompt tasks.
-PROMPT = 'prompt'
+PROMPT = TaskType.PROMPT
 
 
 #: The blocks whose function is running in the current context, outermost

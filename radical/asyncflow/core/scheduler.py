@@ -26,7 +26,7 @@ from ..data import InputFile
 from ..errors import BackendError, InputFileError, UsageValueError
 from .graph import NodeState, transition
 from .interfaces import TaskRecorder
-from .records import EXECUTABLE, TASK, Attempt, ComponentRecord, describe_type, \
+from .records import FUNCTION, PROMPT, TASK, Attempt, ComponentRecord, describe_type, \
     resolve, resolve_one
 from .routing import BackendRoute, Routes
 
@@ -98,7 +98,7 @@ class Scheduler:
                     record = ready.popleft()
                     if record.future.done() or not prepare(record):
                         continue
-                    if record.spec.task_type is EXECUTABLE and \
+                    if record.spec.task_type is not FUNCTION and \
                             not await self.build_command(record):
                         continue
                     batch.append(record)
@@ -152,7 +152,7 @@ class Scheduler:
             files = record.files
             record.attempt = Attempt(TaskSpec(
                 uid=record.uid, name=spec.name, type=spec.task_type,
-                function=spec.func if spec.task_type is not EXECUTABLE else None,
+                function=spec.func if spec.task_type is FUNCTION else None,
                 command=None, args=args,
                 kwargs=types.MappingProxyType(kwargs) if kwargs else NO_OPTIONS,
                 options=types.MappingProxyType(record.options) if record.options
@@ -169,11 +169,17 @@ class Scheduler:
             return False
 
     async def build_command(self, record: ComponentRecord) -> bool:
-        """Await an executable task's function for its command; False if it failed."""
+        """Await an executable (prompt) task's function for its command (prompt), once its
+        dependencies are done; False if it failed."""
         spec = record.spec
         attempt = record.attempt
+        prompt = spec.task_type is PROMPT
         try:
             command = await spec.func(*attempt.spec.args, **attempt.spec.kwargs)
+            if prompt and (not isinstance(command, str) or not command.strip()):
+                raise UsageValueError(
+                    f"prompt task '{spec.name}' must return its prompt as a non-empty str, "
+                    f"but returned {describe_type(command)}: {command!r:.80}")
             if not isinstance(command, str):
                 raise UsageValueError(
                     f"executable task '{spec.name}' must return its shell command "
@@ -184,7 +190,8 @@ class Scheduler:
             return False
         if record.future.done():        # cancelled while its command was built
             return False
-        attempt.spec = attempt.spec._replace(command=command)
+        attempt.spec = attempt.spec._replace(prompt=command) if prompt else \
+            attempt.spec._replace(command=command)
         return True
 
     def _data_edges(self, record: ComponentRecord) -> tuple:

@@ -21,14 +21,14 @@ import os
 import threading
 from typing import Any, Callable, Dict, List, Optional, Tuple
 
-from ._functions import FunctionRef
 from ...errors import UsageTypeError
+from ._functions import FunctionRef
 
 
 class RunningBody:
     """A body handed to a pool thread: lets the loop's side cancel it there."""
 
-    __slots__ = ('_lock', '_loop', '_task', '_cancelled')
+    __slots__ = ('_cancelled', '_lock', '_loop', '_task')
 
     def __init__(self) -> None:
         self._lock = threading.Lock()

@@ -22,10 +22,10 @@ import weakref
 from dataclasses import dataclass
 from typing import Any, Dict, List, Sequence
 
+from ...errors import BackendError, UsageValueError
 from .base import NATIVE_METHODS, BaseExecutionBackend, backend_name, check_backend
 from .dict_protocol import DICT_FACE_METHODS, DictFace, spec_to_dict
 from .spec import DataEdge, Reporter, TaskSpec, TaskType
-from ...errors import BackendError, UsageValueError
 
 log = logging.getLogger('radical.asyncflow')
 
@@ -249,6 +249,8 @@ class LegacyAdapter:
         spec, reporter = entry.spec, entry.reporter
         if state == states.DONE:
             value = task.get('return_value' if spec.type is TaskType.FUNCTION else 'stdout')
+            if spec.type is TaskType.PROMPT and task.get('response') is not None:
+                value = _answer(task['response'])
             if spec.stdio_dir is not None:
                 value = _captured(spec.stdio_dir, task)
             _let_go(task)
@@ -285,6 +287,13 @@ def _captured(folder: str, task: Dict[str, Any]) -> Any:
             with open(target, 'w', encoding='utf-8') as handle:
                 handle.write(value or '')
     return CommandSpec('', stdio_dir=folder).captured(int(task.get('exit_code') or 0))
+
+
+def _answer(response: Any) -> Any:
+    """A prompt's answer: rhapsody's AI backends answer a list, one per prompt."""
+    if isinstance(response, (list, tuple)) and len(response) == 1:
+        return response[0]
+    return response
 
 
 def _let_go(task: Dict[str, Any]) -> None:

@@ -11,8 +11,8 @@ from __future__ import annotations
 from concurrent.futures import Executor, ThreadPoolExecutor
 from typing import Any, Optional
 
-from .concurrent import ConcurrentExecutionBackend
 from ...errors import UsageTypeError
+from .concurrent import ConcurrentExecutionBackend
 
 
 class LocalExecutionBackend(ConcurrentExecutionBackend):
