@@ -17,9 +17,9 @@ import pytest
 
 rhapsody_base = pytest.importorskip('rhapsody.backends.base')
 
-from radical.asyncflow import WorkflowEngine  # noqa: E402
-from radical.asyncflow.constants import StateMapper  # noqa: E402
-from radical.asyncflow.errors import BackendError, DependencyFailureError  # noqa: E402
+from radical.asyncflow import WorkflowEngine
+from radical.asyncflow.constants import StateMapper
+from radical.asyncflow.errors import BackendError, DependencyFailureError
 
 WAIT = 60
 
@@ -146,6 +146,7 @@ async def test_a_command_that_cannot_be_split_fails_its_task_naming_it():
 async def test_rhapsody_concurrent_backend_gets_argv_commands_and_runs_a_dag(tmp_path):
     pytest.importorskip('rhapsody')
     from concurrent.futures import ThreadPoolExecutor
+
     from rhapsody.backends.execution.concurrent import ConcurrentExecutionBackend
     backend = await ConcurrentExecutionBackend(ThreadPoolExecutor(max_workers=4))
     engine = await WorkflowEngine.create(backend=backend, progress=False)

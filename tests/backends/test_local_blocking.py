@@ -155,7 +155,7 @@ def test_coroutines_on_loop_is_refused_for_a_process_pool_and_checked():
 async def test_closures_lambdas_and_nested_functions_run_in_a_process_pool():
     engine = await _engine(ProcessPoolExecutor(2))
     factor = 7
-    square = lambda v: v * v            # noqa: E731  (a lambda, on purpose)
+    square = lambda v: v * v
     try:
         @engine.function_task
         async def scaled(x):            # nested, a closure over factor and square

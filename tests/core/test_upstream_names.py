@@ -21,9 +21,10 @@ WAIT = 20
 
 
 def test_local_backend_is_importable_from_both_places_and_makes_its_own_pool():
+    from radical.asyncflow import ConcurrentExecutionBackend
     from radical.asyncflow import LocalExecutionBackend as top
+    from radical.asyncflow import NoopExecutionBackend as noop
     from radical.asyncflow.backends import LocalExecutionBackend, NoopExecutionBackend
-    from radical.asyncflow import ConcurrentExecutionBackend, NoopExecutionBackend as noop
     assert top is LocalExecutionBackend and noop is NoopExecutionBackend
     backend = LocalExecutionBackend()
     assert isinstance(backend, ConcurrentExecutionBackend)
@@ -86,8 +87,12 @@ def test_prompt_constant_beside_the_other_kinds():
 
 
 def test_logging_helpers_configure_console_file_and_json(tmp_path, capsys):
-    from radical.asyncflow.logging import (StructuredLogger, get_logger,
-                                           get_structured_logger, init_default_logger)
+    from radical.asyncflow.logging import (
+        StructuredLogger,
+        get_logger,
+        get_structured_logger,
+        init_default_logger,
+    )
     text, records = tmp_path / 'run.log', tmp_path / 'run.json'
     try:
         logger = init_default_logger(logging.DEBUG, output_file=text, use_colors=False,
