@@ -16,6 +16,8 @@ import sys
 import threading
 from typing import Any, Optional, Union
 
+from .errors import UsageValueError
+
 __all__ = ['StructuredLogger', 'get_logger', 'get_structured_logger', 'init_default_logger']
 
 Level = Union[int, str]
@@ -63,7 +65,8 @@ def _level(value: Level) -> int:
     if isinstance(value, str):
         number = logging.getLevelName(value.upper())
         if not isinstance(number, int):
-            raise ValueError(f'unknown log level {value!r}')
+            raise UsageValueError(f'unknown log level {value!r}: use DEBUG, INFO, WARNING, '
+                                  f'ERROR, CRITICAL or a number')
         return number
     return int(value)
 
@@ -87,7 +90,7 @@ def init_default_logger(log_level: Level = logging.INFO, *,
     added before instead of doubling every line.
     """
     if style not in _FORMATS:
-        raise ValueError(f'unknown logging style {style!r}: choose one of '
+        raise UsageValueError(f'unknown logging style {style!r}: choose one of '
                          f'{", ".join(_FORMATS)}')
     console_level = _level(log_level)
     file_level = _level(file_log_level) if file_log_level is not None else console_level
