@@ -21,11 +21,13 @@ _EXPORTS = {
     'InputFile': '.data',
     'OutputFile': '.data',
     'DependencyFailure': '.errors',
+    'DependencyFailureError': '.errors',
     'TasksMainStates': '.constants',
     'StateMapper': '.constants',
     'BaseExecutionBackend': '.backends.execution.base',
     'NoopExecutionBackend': '.backends.execution.noop',
     'ConcurrentExecutionBackend': '.backends.execution.concurrent',
+    'LocalExecutionBackend': '.backends.execution.local',
     'DaskExecutionBackend': '.backends.execution.dask_parallel',
     'RadicalExecutionBackend': '.backends.execution.radical_pilot',
 }

@@ -7,8 +7,9 @@
   the built-in exception callers caught before (``TypeError``,
   ``ValueError``, ``RuntimeError``, ...).  ``radical-asyncflow-run`` reports
   them in one line with exit status 2.
-* The outcome of a workflow: :class:`DependencyFailure` :class:`TaskExecutionError`,
-  :class:`BackendError`.
+* The outcome of a workflow: :class:`DependencyFailure` (also called
+  :data:`DependencyFailureError`, its name in radical.asyncflow 0.1.0 and
+  0.6), :class:`TaskExecutionError`, :class:`BackendError`.
 """
 
 from __future__ import annotations
@@ -52,15 +53,21 @@ class DependencyFailure(AsyncFlowError):
     ``__cause__``), however many tasks lie between.
     """
 
-    def __init__(self, message: str, failed_dependencies: Sequence[str] = (),
+    def __init__(self, message: str, failed_dependencies: Optional[Sequence[str]] = (),
                  root_cause: Optional[BaseException] = None) -> None:
         super().__init__(message)
-        self.failed_dependencies = list(failed_dependencies)
+        self.failed_dependencies = list(failed_dependencies or ())
         self.root_cause = root_cause
         self.__cause__ = root_cause
 
     def __reduce__(self):
         return (type(self), (str(self), self.failed_dependencies, self.root_cause))
+
+
+#: The name programs of radical.asyncflow 0.1.0 and 0.6 catch: the same class,
+#: so ``except DependencyFailureError`` and ``except DependencyFailure`` both
+#: catch every dependency failure.
+DependencyFailureError = DependencyFailure
 
 
 class TaskExecutionError(AsyncFlowError, RuntimeError):

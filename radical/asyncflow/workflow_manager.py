@@ -22,7 +22,7 @@ from .campaign.task_journal import TaskJournal
 from .core.context import RunContext, RunSettings
 from .core.engine import Engine, running_loop
 from .core.process_wide import SHUTDOWN_SIGNALS, uid_counter, warn_once
-from .core.records import BLOCK, EXECUTABLE, FUNCTION, TASK, FutureState
+from .core.records import BLOCK, EXECUTABLE, FUNCTION, PROMPT, TASK, FutureState
 from .core.routing import Routes, backends_given, initialize, make_route, shutdown_backends
 from .core.scheduler import SUBMIT_BATCH
 from .observability.monitor import RunMonitor, make_profiler, profiling_wanted
@@ -30,7 +30,7 @@ from .observability.progress import progress_enabled
 from .errors import (MissingDependencyError, RunDirectoryExists, UsageStateError,
                      UsageTypeError)
 
-__all__ = ['WorkflowEngine', 'TASK', 'BLOCK', 'FUNCTION', 'EXECUTABLE', 'SUBMIT_BATCH',
+__all__ = ['WorkflowEngine', 'TASK', 'BLOCK', 'FUNCTION', 'EXECUTABLE', 'PROMPT', 'SUBMIT_BATCH',
            'SHUTDOWN_SIGNALS', 'FutureState', 'TaskType', '_get_event_loop_or_raise']
 
 
@@ -61,8 +61,9 @@ class WorkflowEngine(Engine):
         with`` block or another engine still uses it.  ``backend=None`` means
         the Noop backend with ``dry_run=True``, else the backend(s) chosen
         by ``radical-asyncflow-run``, the environment or the config file
-        (:mod:`radical.asyncflow.cli.config`), which the engine builds and
-        owns.  ``uid`` names the engine (default: made from the time and the
+        (:mod:`radical.asyncflow.config`), which the engine builds and
+        owns; where nothing chose one, a ``LocalExecutionBackend`` (with a
+        one-line warning on stderr, as radical.asyncflow 0.6 does).  ``uid`` names the engine (default: made from the time and the
         process id); ``work_dir`` is where it writes (default: the default
         backend's session directory, else the current directory).
         ``journal`` is the path of a campaign journal (default:
@@ -192,13 +193,15 @@ async def _open_backends(backend: Any, dry_run: bool, settings: RunSettings,
         from .config import chosen_backends
         choices = chosen_backends()
         if not choices:
+            # As radical.asyncflow 0.6: run locally, and say so.
             from . import config
-            raise UsageStateError(
-                'WorkflowEngine.create() got no backend and none is configured: pass one '
-                '(backend=await ConcurrentExecutionBackend(ThreadPoolExecutor())), use '
-                f'dry_run=True, set {config.ENV_BACKEND}=concurrent|dask|radical|noop (or '
-                f'name a config file in {config.ENV_CONFIG}), or run the driver with '
-                f'radical-asyncflow-run')
+            from .backends.execution.local import LocalExecutionBackend
+            warn_once(f'radical.asyncflow: warning: WorkflowEngine.create() got no backend and '
+                      f'none is configured: running on LocalExecutionBackend (a local thread '
+                      f'pool); pass backend=, set {config.ENV_BACKEND}, or use '
+                      f'radical-asyncflow-run to choose another')
+            built.append(LocalExecutionBackend())
+            return [await initialize(built[0])], [True]
         for choice in choices:
             named = {**choice.resources, 'name': choice.name} if len(choices) > 1 \
                 else choice.resources

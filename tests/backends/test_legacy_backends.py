@@ -40,7 +40,8 @@ async def dag_with_a_failure(engine):
 
     @engine.executable_task
     async def broken():
-        return 'echo oops >&2; exit 3'
+        # an explicit shell: rhapsody-py backends run commands as argv, as in 0.6
+        return "sh -c 'echo oops >&2; exit 3'"
 
     doubled = [double(i) for i in range(4)]
     shouted = [shout(d) for d in doubled]

@@ -10,6 +10,7 @@ import os
 import re
 import subprocess
 import sys
+import threading
 from concurrent.futures import Executor, ProcessPoolExecutor, ThreadPoolExecutor
 from pathlib import Path
 
@@ -228,12 +229,14 @@ async def _(tmp_path, monkeypatch):
     await waiting
 
 
-@case('closure-in-process-pool', TypeError, 'local_helper', 'module level')
+@case('unpicklable-closure-in-process-pool', TypeError, 'local_helper', 'worker process')
 async def _(tmp_path, monkeypatch):
+    lock = threading.Lock()         # closures travel by value: this one cannot
     async with pool_engine(ProcessPoolExecutor(1)) as engine:
         @engine.function_task
         async def local_helper():
-            return 1
+            with lock:
+                return 1
 
         await asyncio.wait_for(local_helper(), WAIT)
 
@@ -273,11 +276,6 @@ async def _(tmp_path, monkeypatch):
 
     await asyncio.to_thread(outside)     # a thread has no running loop
     raise errors[0]
-
-
-@case('no-backend-configured', RuntimeError, 'no backend', 'radical-asyncflow-run')
-async def _(tmp_path, monkeypatch):
-    await WorkflowEngine.create()
 
 
 @case('dry-run-with-backend', RuntimeError, 'ConcurrentExecutionBackend', 'leave backend unset')

@@ -31,7 +31,9 @@ class Where(NoopExecutionBackend):
 
 
 def threads(name, workers=4):
-    return ConcurrentExecutionBackend(ThreadPoolExecutor(workers), name=name)
+    # coroutines_on_loop: bodies here wait on asyncio objects of the test's loop
+    return ConcurrentExecutionBackend(ThreadPoolExecutor(workers), name=name,
+                                      coroutines_on_loop=True)
 
 
 def run(awaitable):

@@ -48,7 +48,9 @@ def profiling(monkeypatch):
 
 
 async def threads_engine(workers=4, **kwargs):
-    backend = await ConcurrentExecutionBackend(ThreadPoolExecutor(workers))
+    # coroutines_on_loop: bodies here wait on asyncio objects of the test's loop
+    backend = await ConcurrentExecutionBackend(ThreadPoolExecutor(workers),
+                                               coroutines_on_loop=True)
     return await WorkflowEngine.create(backend=backend, **kwargs)
 
 

@@ -14,6 +14,10 @@ WAIT = 60
 class ForeignBackend:
     """Written against the dict protocol only: reports from worker threads."""
 
+    # Declared: a backend that does not declare them is not asked to link (as in 0.6).
+    supports_implicit_data_linking = True
+    supports_explicit_data_linking = True
+
     def __init__(self):
         StateMapper.register_backend_states('foreign', done_state='ok', failed_state='bad',
                                             canceled_state='gone', running_state='busy')

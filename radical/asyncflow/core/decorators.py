@@ -1,4 +1,4 @@
-"""The engine's decorators: ``function_task``, ``executable_task`` and ``block``.
+"""The engine's decorators: ``function_task``, ``executable_task``, ``prompt_task``, ``block``.
 
 Each takes an ``async def`` function, bare or with options, and returns a
 wrapper whose calls register a component with the engine and return its
@@ -15,8 +15,8 @@ from typing import Any, Callable, Dict, List, Optional, Tuple
 
 from ..data import File, InputFile, OutputFile
 from .policy import TaskPolicy
-from .records import (BLOCK, EXECUTABLE, ComponentRecord, ComponentSpec, ComponentType,
-                      TaskFuture, TaskType, describe_type)
+from .records import (BLOCK, EXECUTABLE, PROMPT, ComponentRecord, ComponentSpec,
+                      ComponentType, TaskFuture, TaskType, describe_type)
 from .routing import Routes
 from ..errors import UsageTypeError
 
@@ -60,11 +60,13 @@ def make_decorator(register: Register, routes: Routes, comp_type: ComponentType,
         if ROUTE_KEY in description:
             description = dict(description)
             backend = backend or description.pop(ROUTE_KEY)
+        route = routes.named(backend, f"@{what} '{name}'") if backend is not None else None
+        if task_type is PROMPT:         # refused here, not when the task would run
+            route = routes.for_prompts(route, f"prompt task '{name}'")
         spec = ComponentSpec(
             kind=comp_type, task_type=task_type, func=func, name=func.__name__,
             is_service=service, description=description, policy=policy,
-            route=routes.named(backend, f"@{what} '{name}'") if backend is not None else None,
-            capture_stdio=capture_stdio)
+            route=route, capture_stdio=capture_stdio)
 
         @functools.wraps(func)
         def wrapper(*args: Any, **kwargs: Any) -> asyncio.Future:
@@ -119,6 +121,9 @@ def call_keywords(routes: Routes, spec: ComponentSpec, kwargs: Dict[str, Any],
             if ROUTE_KEY in given:
                 route = routes.named(options.pop(ROUTE_KEY),
                                             f"'{spec.name}': task_description")
+                if spec.task_type is PROMPT:
+                    route = routes.for_prompts(route, f"prompt task '{spec.name}'") or \
+                        routes.default
     if 'workflow_id' in kwargs:
         workflow_id = kwargs.pop('workflow_id')
         if workflow_id is not None and (not isinstance(workflow_id, str) or not workflow_id):

@@ -34,9 +34,9 @@ from .handlers import CustomHandlers
 from .interfaces import RunObserver, TaskRecorder
 from .outcomes import Outcomes
 from .process_wide import SignalHub, SignalMember, uid_counter
-from .records import (BLOCK, BLOCK_CHAIN, BLOCK_ROUTE, EXECUTABLE, FUNCTION, TASK,
+from .records import (BLOCK, BLOCK_CHAIN, BLOCK_ROUTE, EXECUTABLE, FUNCTION, PROMPT, TASK,
                       WORKFLOW_ID, ComponentRecord, ComponentSpec, TaskFuture, cycle_error,
-                      upstream_blocks)
+                      scope_with, scoped, upstream_blocks)
 from .reporter import EngineReporter
 from .routing import Routes
 from .scheduler import ReadyQueue, Scheduler
@@ -111,10 +111,16 @@ class Engine:
                           for kind in (TASK, BLOCK)}
         self._done_cb = self._outcomes.on_future_done
         self._context = contextvars.copy_context()
+        #: What this engine's workflow scopes and blocks are filed under in the
+        #: context, so that they reach this engine's tasks only.
+        self._scope_key = object()
 
         self.block = make_decorator(self._register, routes, BLOCK)
         self.function_task = make_decorator(self._register, routes, TASK, FUNCTION)
         self.executable_task = make_decorator(self._register, routes, TASK, EXECUTABLE)
+        #: Tasks whose function returns a prompt, answered by a backend that runs
+        #: prompts (radical.asyncflow 0.6); the result is the answer.
+        self.prompt_task = make_decorator(self._register, routes, TASK, PROMPT)
 
         self._run_task: Optional[asyncio.Task] = None
         self._submit_task: Optional[asyncio.Task] = None
@@ -152,7 +158,7 @@ class Engine:
             workflow_id = f'workflow.{uid_counter("workflow")():06d}'
         elif not isinstance(workflow_id, str) or not workflow_id:
             raise UsageTypeError(f'workflow_id must be a non-empty str, not {workflow_id!r}')
-        token = WORKFLOW_ID.set(workflow_id)
+        token = scope_with(WORKFLOW_ID, self._scope_key, workflow_id)
         try:
             yield workflow_id
         finally:
@@ -165,8 +171,10 @@ class Engine:
             raise UsageStateError(f"cannot run '{spec.name}': the engine has been shut down; "
                                   f"call tasks before engine.shutdown(), or create a new engine")
         options = spec.description
-        route = spec.route or BLOCK_ROUTE.get()
-        workflow_id = WORKFLOW_ID.get()
+        route = spec.route or scoped(BLOCK_ROUTE, self._scope_key)
+        if spec.task_type is PROMPT and route is not spec.route:
+            route = spec.route          # chosen at decoration: a backend that answers prompts
+        workflow_id = scoped(WORKFLOW_ID, self._scope_key)
         if kwargs:
             options, route, workflow_id = call_keywords(self._routes, spec, kwargs, options,
                                                         route, workflow_id)
@@ -240,8 +248,8 @@ class Engine:
         record = getattr(block_fut, '_af_record', None)
         if record is not None:               # this task's own context: its tasks inherit
             BLOCK_CHAIN.set(BLOCK_CHAIN.get() + (record,))
-            BLOCK_ROUTE.set(record.route)
-            WORKFLOW_ID.set(record.workflow_id)
+            scope_with(BLOCK_ROUTE, self._scope_key, record.route)
+            scope_with(WORKFLOW_ID, self._scope_key, record.workflow_id)
         try:
             if inspect.iscoroutinefunction(func):
                 result = await func(*args, **kwargs)

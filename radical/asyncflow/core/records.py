@@ -37,6 +37,7 @@ TASK = ComponentType.TASK
 BLOCK = ComponentType.BLOCK
 FUNCTION = TaskType.FUNCTION
 EXECUTABLE = TaskType.EXECUTABLE
+PROMPT = TaskType.PROMPT
 
 
 #: The blocks whose function is running in the current context, outermost
@@ -44,12 +45,27 @@ EXECUTABLE = TaskType.EXECUTABLE
 BLOCK_CHAIN: contextvars.ContextVar = contextvars.ContextVar('asyncflow_block_chain',
                                                             default=())
 #: The route (backend) of the block whose function runs in the current
-#: context: tasks created there run on it unless they name a backend.
+#: context: tasks of its engine created there run on it unless they name a
+#: backend.  Per engine: ``((engine key, route), ...)`` (see :func:`scoped`).
 BLOCK_ROUTE: contextvars.ContextVar = contextvars.ContextVar('asyncflow_block_route',
-                                                            default=None)
-#: The workflow id of the current ``engine.workflow_scope()`` or block.
+                                                            default=())
+#: The workflow id of the current ``engine.workflow_scope()`` or block, per
+#: engine: a scope of one engine does not stamp another engine's tasks.
 WORKFLOW_ID: contextvars.ContextVar = contextvars.ContextVar('asyncflow_workflow_id',
-                                                            default=None)
+                                                            default=())
+
+
+def scoped(var: contextvars.ContextVar, key: object) -> Any:
+    """The value ``var`` holds for the engine ``key`` in this context (None: none)."""
+    for owner, value in var.get():
+        if owner is key:
+            return value
+    return None
+
+
+def scope_with(var: contextvars.ContextVar, key: object, value: Any) -> contextvars.Token:
+    """Set ``var``'s value for engine ``key`` (the other engines' stay); the reset token."""
+    return var.set(((key, value),) + tuple(pair for pair in var.get() if pair[0] is not key))
 
 
 class FutureState(str, enum.Enum):

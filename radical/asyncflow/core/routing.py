@@ -17,6 +17,7 @@ from typing import Any, Iterator, List, Optional, Sequence
 from ..backends.execution.base import backend_name, check_backend
 from ..constants import StateMapper
 from ..backends.execution.legacy import LegacyAdapter, speaks_natively
+from ..backends.execution.spec import answers_prompts
 from ..errors import UsageValueError
 
 
@@ -107,6 +108,24 @@ class Routes:
             if route.name == name:
                 return route
         return None
+
+    def for_prompts(self, route: Optional[BackendRoute], what: str) -> Optional[BackendRoute]:
+        """The route of a prompt task: ``route`` if given (it must answer prompts), else
+        None when the default backend answers them, else the first backend that does;
+        ValueError if none does."""
+        if route is not None:
+            if not answers_prompts(route.backend):
+                raise UsageValueError(f"{what}: backend {route.name!r} "
+                                      f"({type(route.backend).__name__}) does not answer "
+                                      f"prompts; name one that does")
+            return route
+        for candidate in self.all:
+            if answers_prompts(candidate.backend):
+                return None if candidate is self.default else candidate
+        raise UsageValueError(f"{what}: no backend of this engine answers prompts "
+                              f"({self.describe()}); add one that does (e.g. rhapsody's "
+                              f"DragonVllmInferenceBackend, or a backend declaring "
+                              f"answers_prompts = True)")
 
     def named(self, name: Any, what: str) -> BackendRoute:
         """The route called ``name``; ValueError naming the known ones."""

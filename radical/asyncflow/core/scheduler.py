@@ -26,7 +26,7 @@ from ..data import InputFile
 from ..errors import BackendError, InputFileError, UsageValueError
 from .graph import NodeState, transition
 from .interfaces import TaskRecorder
-from .records import EXECUTABLE, TASK, Attempt, ComponentRecord, describe_type, \
+from .records import FUNCTION, PROMPT, TASK, Attempt, ComponentRecord, describe_type, \
     resolve, resolve_one
 from .routing import BackendRoute, Routes
 
@@ -107,7 +107,7 @@ class Scheduler:
                     record = ready.popleft()
                     if record.future.done() or not prepare(record):
                         continue
-                    if record.spec.task_type is EXECUTABLE and \
+                    if record.spec.task_type is not FUNCTION and \
                             not await self.build_command(record):
                         continue
                     batch.append(record)
@@ -163,7 +163,7 @@ class Scheduler:
             # no-op task); _SPEC_FIELDS pins the order, checked when this module loads.
             record.attempt = Attempt(_new_spec(TaskSpec, (
                 record.uid, spec.name, spec.task_type,
-                spec.func if spec.task_type is not EXECUTABLE else None,
+                spec.func if spec.task_type is FUNCTION else None,
                 None, args,
                 types.MappingProxyType(kwargs) if kwargs else NO_OPTIONS,
                 types.MappingProxyType(record.options) if record.options else NO_OPTIONS,
@@ -178,11 +178,17 @@ class Scheduler:
             return False
 
     async def build_command(self, record: ComponentRecord) -> bool:
-        """Await an executable task's function for its command; False if it failed."""
+        """Await an executable (prompt) task's function for its command (prompt), once its
+        dependencies are done; False if it failed."""
         spec = record.spec
         attempt = record.attempt
+        prompt = spec.task_type is PROMPT
         try:
             command = await spec.func(*attempt.spec.args, **attempt.spec.kwargs)
+            if prompt and (not isinstance(command, str) or not command.strip()):
+                raise UsageValueError(
+                    f"prompt task '{spec.name}' must return its prompt as a non-empty str, "
+                    f"but returned {describe_type(command)}: {command!r:.80}")
             if not isinstance(command, str):
                 raise UsageValueError(
                     f"executable task '{spec.name}' must return its shell command "

@@ -26,6 +26,7 @@ def task_dict(record: ComponentRecord) -> Dict[str, Any]:
         'name': spec.name,
         'function': spec.func if spec.task_type is not TaskType.EXECUTABLE else None,
         'executable': running.command if running is not None else None,
+        'prompt': running.prompt if running is not None else None,
         'args': (running.args if running is not None else record.args) or (),
         'kwargs': dict(running.kwargs if running is not None else record.kwargs or {}),
         'is_service': spec.is_service,

@@ -19,7 +19,7 @@ from concurrent.futures import ProcessPoolExecutor
 from concurrent.futures.process import BrokenProcessPool
 from typing import Any, Dict, Optional, Tuple
 
-from ._functions import FunctionRef, call_by_reference
+from ._in_pool import call_in_worker
 from ...errors import BackendError
 
 #: How often a task whose pool broke under it (through no fault of its own)
@@ -48,9 +48,12 @@ class SupervisedProcessPool:
         # the pool's other calls are done (killing one breaks the whole pool)
         self._to_kill: Dict[ProcessPoolExecutor, list] = {}
 
-    async def call(self, uid: str, name: str, ref: FunctionRef, args: Tuple,
+    async def call(self, uid: str, name: str, ref: Any, args: Tuple,
                    kwargs: Dict[str, Any]) -> Any:
-        """Run ``ref(*args, **kwargs)`` in a worker; survive other tasks' crashes."""
+        """Run ``ref(*args, **kwargs)`` in a worker; survive other tasks' crashes.
+
+        ``ref`` is a FunctionRef or a PickledFunction (see ``_in_pool.shippable``).
+        """
         loop = asyncio.get_running_loop()
         marker = os.path.join(self._markers, uid)
         executor = self.executor
@@ -59,7 +62,7 @@ class SupervisedProcessPool:
                 executor = self.executor
                 self._inflight.setdefault(executor, set()).add(uid)
                 try:
-                    pending = loop.run_in_executor(executor, call_by_reference, ref, args,
+                    pending = loop.run_in_executor(executor, call_in_worker, ref, args,
                                                    kwargs, marker)
                     self._workers.setdefault(executor, {}).update(
                         getattr(executor, '_processes', None) or {})

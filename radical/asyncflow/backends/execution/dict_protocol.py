@@ -169,7 +169,8 @@ def spec_from_dict(task: TaskDict) -> TaskSpec:
     kwargs = task.get('kwargs') or {}
     return TaskSpec(
         uid=task['uid'], name=str(task.get('name') or task['uid']),
-        type=TaskType.FUNCTION if function is not None else TaskType.EXECUTABLE,
+        type=TaskType.FUNCTION if function is not None else
+        TaskType.PROMPT if task.get('prompt') else TaskType.EXECUTABLE,
         function=function, command=task.get('executable'),
         args=tuple(task.get('args') or ()),
         kwargs=types.MappingProxyType(dict(kwargs)) if kwargs else NO_OPTIONS,
@@ -178,7 +179,8 @@ def spec_from_dict(task: TaskDict) -> TaskSpec:
         inputs=tuple(task.get(EDGES_KEY) or ()),
         input_files=tuple(metadata.get('input_files') or ()),
         output_files=tuple(metadata.get('output_files') or ()),
-        workflow_id=task.get('workflow_id'), stdio_dir=task.get('stdio_dir'))
+        workflow_id=task.get('workflow_id'), stdio_dir=task.get('stdio_dir'),
+        prompt=task.get('prompt'))
 
 
 def spec_to_dict(spec: TaskSpec) -> TaskDict:
@@ -199,4 +201,5 @@ def spec_to_dict(spec: TaskSpec) -> TaskDict:
         'workflow_id': spec.workflow_id,
         'capture_stdio': spec.stdio_dir is not None,
         'stdio_dir': spec.stdio_dir,
+        'prompt': spec.prompt,
     }

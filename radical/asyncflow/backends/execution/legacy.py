@@ -15,13 +15,15 @@ from __future__ import annotations
 import inspect
 import logging
 import os
+import shlex
 import shutil
 import threading
 import weakref
 from dataclasses import dataclass
 from typing import Any, Dict, List, Sequence
 
-from .base import NATIVE_METHODS, backend_name, check_backend
+from ...errors import BackendError, UsageValueError
+from .base import NATIVE_METHODS, BaseExecutionBackend, backend_name, check_backend
 from .dict_protocol import DICT_FACE_METHODS, DictFace, spec_to_dict
 from .spec import DataEdge, Reporter, TaskSpec, TaskType
 
@@ -51,6 +53,38 @@ def speaks_natively(backend: Any) -> bool:
                 and not owner.__module__.startswith(_PACKAGE):
             return False
     return True
+
+
+def is_rhapsody_backend(backend: Any) -> bool:
+    """Whether ``backend`` derives from rhapsody-py's ``BaseBackend`` (without importing it)."""
+    return any(cls.__module__.startswith('rhapsody.') and cls.__name__ == 'BaseBackend'
+               for cls in type(backend).__mro__)
+
+
+def split_command(spec: TaskSpec) -> 'tuple[str, list]':
+    """``(executable, arguments)`` of an executable task's command, split as a shell
+    would split its words (``shlex``), as radical.asyncflow 0.6 hands it to a backend."""
+    try:
+        words = shlex.split(spec.command or '')
+    except ValueError as exc:
+        raise UsageValueError(f"task '{spec.name}' ({spec.uid}): its command cannot be split "
+                              f"into words ({exc}): {spec.command!r}") from None
+    if not words:
+        raise UsageValueError(f"task '{spec.name}' ({spec.uid}): its command is empty")
+    return words[0], words[1:]
+
+
+def data_linking(backend: Any) -> 'tuple[bool, bool]':
+    """Whether the engine calls ``backend``'s implicit and explicit ``link_*`` methods.
+
+    As the backend declares (``supports_implicit_data_linking``,
+    ``supports_explicit_data_linking``); undeclared means no, as in
+    radical.asyncflow 0.6, except for subclasses of :class:`BaseExecutionBackend`,
+    the abstract class of 0.1-0.5, whose engines always linked.
+    """
+    default = isinstance(backend, BaseExecutionBackend)
+    return (bool(getattr(backend, 'supports_implicit_data_linking', default)),
+            bool(getattr(backend, 'supports_explicit_data_linking', default)))
 
 
 @dataclass
@@ -99,9 +133,11 @@ class LegacyAdapter:
         self.states = backend.get_task_states_map()
         self._engines: List[Any] = []
         self.reports_running = bool(getattr(backend, 'reports_running', False))
-        # rhapsody-py backends (which declare their data-linking support) run
-        # an executable as an argv unless told to use a shell
-        self._argv_executables = hasattr(backend, 'supports_implicit_data_linking')
+        # rhapsody-py's backends (radical.asyncflow 0.6's) take a command as
+        # executable + arguments, split as 0.6 splits it, and run it without a
+        # shell unless told; backends of the 0.1-0.5 protocol take the whole line.
+        self._argv_executables = is_rhapsody_backend(backend)
+        self.implicit_linking, self.explicit_linking = data_linking(backend)
         self._lock = threading.Lock()
         self._live: Dict[str, _Entry] = {}           # uid -> current attempt, until final
         self._dicts: Dict[str, Dict[str, Any]] = {}  # uid -> last dict (a producer's, for links)
@@ -137,9 +173,13 @@ class LegacyAdapter:
         dicts = []
         for spec in tasks:
             task = spec_to_dict(spec)
-            if self._argv_executables and spec.type is TaskType.EXECUTABLE:
-                task['task_backend_specific_kwargs'].setdefault('shell', True)
+            task['target_backend'] = self.name
             try:
+                if spec.type is TaskType.EXECUTABLE:
+                    if self._argv_executables:
+                        task['executable'], task['arguments'] = split_command(spec)
+                    else:
+                        task['arguments'] = []
                 self._link(spec, task)
             except Exception as exc:
                 reporter.failed(spec, exc)
@@ -157,8 +197,7 @@ class LegacyAdapter:
 
     def _link(self, spec: TaskSpec, task: Dict[str, Any]) -> None:
         backend = self.backend
-        implicit = getattr(backend, 'supports_implicit_data_linking', True)
-        explicit = getattr(backend, 'supports_explicit_data_linking', True)
+        implicit, explicit = self.implicit_linking, self.explicit_linking
         for edge in spec.inputs:
             if edge.implicit:
                 if implicit:
@@ -217,6 +256,8 @@ class LegacyAdapter:
         spec, reporter = entry.spec, entry.reporter
         if state == states.DONE:
             value = task.get('return_value' if spec.type is TaskType.FUNCTION else 'stdout')
+            if spec.type is TaskType.PROMPT and task.get('response') is not None:
+                value = _answer(task['response'])
             if spec.stdio_dir is not None:
                 value = _captured(spec.stdio_dir, task)
             _let_go(task)
@@ -255,6 +296,13 @@ def _captured(folder: str, task: Dict[str, Any]) -> Any:
     return CommandSpec('', stdio_dir=folder).captured(int(task.get('exit_code') or 0))
 
 
+def _answer(response: Any) -> Any:
+    """A prompt's answer: rhapsody's AI backends answer a list, one per prompt."""
+    if isinstance(response, (list, tuple)) and len(response) == 1:
+        return response[0]
+    return response
+
+
 def _let_go(task: Dict[str, Any]) -> None:
     """Drop a finished task's arguments and result from the dict kept for data links."""
     task['args'] = ()
@@ -264,8 +312,16 @@ def _let_go(task: Dict[str, Any]) -> None:
 
 
 def _failure(spec: TaskSpec, task: Dict[str, Any]) -> BaseException:
-    error = task.get('exception') or task.get('stderr') or \
-        f"task '{spec.name}' ({spec.uid}) failed with an unknown error"
-    if isinstance(error, BaseException):
+    error = task.get('exception') or task.get('stderr')
+    if error is None or error == '':
+        code = task.get('exit_code')
+        error = f"task '{spec.name}' ({spec.uid}) failed" + \
+            (f' with exit code {code}' if code not in (None, '') else ' with an unknown error')
+    if isinstance(error, Exception):
         return error
+    if isinstance(error, BaseException):
+        # rhapsody's Dragon backend reports a non-zero exit as SystemExit: raised
+        # from await it would end the program instead of failing one task.
+        return BackendError(f"task '{spec.name}' ({spec.uid}) failed: its process ended with "
+                            f"{error!r}")
     return RuntimeError(str(error))

@@ -16,8 +16,12 @@ _NO_OUTPUT = CommandResult(0, '', '', 0)
 class NoopExecutionBackend(DictFace):
     """Reports every submitted task DONE immediately; a dry run of the workflow.
 
-    Function tasks return None and executable tasks an empty stdout.
+    Function tasks return None, executable tasks an empty stdout and prompt
+    tasks an empty answer.
     """
+
+    #: a dry run "answers" prompt tasks too
+    answers_prompts = True
 
 
     def __init__(self, *, name: Optional[str] = None) -> None:

@@ -25,6 +25,8 @@ class TaskType(str, enum.Enum):
 
     FUNCTION = 'function'
     EXECUTABLE = 'executable'
+    #: a prompt for a backend that answers prompts (an AI inference backend)
+    PROMPT = 'prompt'
 
 
 #: The shared read-only empty mapping of specs without options or kwargs.
@@ -84,6 +86,8 @@ class TaskSpec(NamedTuple):
     #: ``capture_stdio=True``: the directory the command's stdout and stderr go to,
     #: as files ``stdout`` and ``stderr``; its result is the stdout file's path.
     stdio_dir: Optional[str] = None
+    #: A prompt task's prompt (what its function returned); the result is the answer.
+    prompt: Optional[str] = None
 
     @property
     def is_function(self) -> bool:
@@ -98,6 +102,14 @@ class CommandResult(NamedTuple):
     stdout: str
     stderr: str                 # the tail, at most _command.STDERR_TAIL bytes
     stderr_size: int = 0        # the full size in bytes
+
+
+def answers_prompts(backend: Any) -> bool:
+    """Whether ``backend`` runs prompt tasks: it says so (``answers_prompts = True``),
+    or it is one of rhapsody-py's AI inference backends."""
+    if getattr(backend, 'answers_prompts', False) is True:
+        return True
+    return any(cls.__module__.startswith('rhapsody.backends.ai') for cls in type(backend).__mro__)
 
 
 class Reporter(Protocol):
@@ -129,6 +141,6 @@ def outcome_fields(spec_type: TaskType, result: Any) -> Dict[str, Any]:
     if isinstance(result, CommandResult):
         return {'stdout': result.stdout, 'stderr': result.stderr,
                 'exit_code': result.exit_code}
-    if spec_type is TaskType.EXECUTABLE:
+    if spec_type is TaskType.EXECUTABLE or spec_type is TaskType.PROMPT:
         return {'stdout': result}
     return {'return_value': result}
