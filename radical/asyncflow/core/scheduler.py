@@ -36,7 +36,7 @@ SUBMIT_BATCH = 4096
 #: TaskSpec's fields in the order prepare() passes them to _new_spec.
 _SPEC_FIELDS = ('uid', 'name', 'type', 'function', 'command', 'args', 'kwargs', 'options',
                 'service', 'attempt', 'inputs', 'input_files', 'output_files',
-                'workflow_id', 'stdio_dir')
+                'workflow_id', 'stdio_dir', 'prompt')
 if TaskSpec._fields != _SPEC_FIELDS:      # a field added or moved: fail at import, loudly
     raise ImportError(f'TaskSpec fields {TaskSpec._fields} != the scheduler\'s '
                       f'{_SPEC_FIELDS}: update Scheduler.prepare')
@@ -170,7 +170,8 @@ class Scheduler:
                 spec.is_service, 1, inputs,
                 files[0] if files else (), files[1] if files else (),
                 record.workflow_id,
-                os.path.join(self._run_dir, record.uid) if spec.capture_stdio else None)))
+                os.path.join(self._run_dir, record.uid) if spec.capture_stdio else None,
+                None)))
             return True
         except Exception as exc:
             if not record.future.done():
@@ -203,7 +204,8 @@ class Scheduler:
         if recorder is not None and recorder.checks_command and record.identity is not None \
                 and recorder.replay(record, command):
             return False                # replayed: the same command is recorded
-        attempt.spec = attempt.spec._replace(command=command)
+        attempt.spec = attempt.spec._replace(prompt=command) if prompt else \
+            attempt.spec._replace(command=command)
         return True
 
     def _data_edges(self, record: ComponentRecord) -> tuple:
