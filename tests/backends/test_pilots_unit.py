@@ -165,3 +165,27 @@ def test_a_pilot_ending_while_a_replacement_is_submitted_does_not_deadlock():
     assert sorted(done) == ['rp', 'task'], 'deadlocked'
     assert pilots.replacements == 2 and pilots.lost == [lost.uid]
     assert len(pmgr.submitted) == 4
+
+
+def test_a_pilot_seen_active_late_counts_as_ending_from_its_submission(monkeypatch):
+    """A batch job's clock starts at submission (or later), not when we see its agent
+    active: after a slow bootstrap the end margin must still come before the job's end
+    (test_multinode's replaced pilots died under tasks sent to a pilot taken for fresh)."""
+    now = time.monotonic()
+    clock = {'t': now}
+    monkeypatch.setattr(pilots_module.time, 'monotonic', lambda: clock['t'])
+    descriptions = [{'resource': 'x.y', 'cores': 2, 'runtime': 2}]     # 120 s
+    pilots = Pilots(RP, None, descriptions, True, startup_timeout=100)
+    pmgr = PilotManager()
+    original = pmgr.submit_pilots
+
+    def slow_bootstrap(description):
+        pilot = original(description)
+        clock['t'] += 40                        # active only 40 s after its submission
+        return pilot
+
+    pmgr.submit_pilots = slow_bootstrap
+    pilots.start(Session(), pmgr, TaskManager(), now + 100, threading.Event())
+    clock['t'] = now + 100      # 100 s after submission: within the last 24 s of 120 s
+    assert pilots.uid_for(None, 't') == 'pilot.0001'        # replaced ahead of its end
+    assert len(pmgr.submitted) == 2

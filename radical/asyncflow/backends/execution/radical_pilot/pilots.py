@@ -61,6 +61,8 @@ class Pilots:
         self._replaced: set = set()
         #: uid -> when (time.monotonic) the pilot enters the end of its runtime.
         self._ending_from: Dict[str, float] = {}
+        #: pilot uid -> time.monotonic() when it was submitted
+        self._submitted_at: Dict[str, float] = {}
         self.pmgr: Any = None
         self.tmgr: Any = None
         self.session: Any = None
@@ -80,11 +82,13 @@ class Pilots:
     def _submit(self, description: Dict[str, Any]) -> Any:
         full = pilot_description(description, self.session)
         log.info('submitting pilot %s', full)
+        submitted = time.monotonic()
         pilot = self.pmgr.submit_pilots(self._rp.PilotDescription(full))
         self.tmgr.add_pilots(pilot)
         with self._lock:
             self.all.append(pilot)
             self._description_of[pilot.uid] = description
+            self._submitted_at[pilot.uid] = submitted
         return pilot
 
     def _wait_active(self, pilot: Any, deadline: float, abort: threading.Event) -> None:
@@ -181,9 +185,12 @@ class Pilots:
             runtime = 0.0
         if runtime > 0:
             with self._lock:
+                # Counted from the submission: the batch job's clock may start long
+                # before we see the agent active (a slow bootstrap under load), and
+                # a pilot taken for fresh then dies under the tasks sent to it.
+                start = self._submitted_at.get(pilot.uid, time.monotonic())
                 self._ending_from.setdefault(
-                    pilot.uid, time.monotonic() + runtime - min(END_MARGIN * runtime,
-                                                                END_MARGIN_MAX))
+                    pilot.uid, start + runtime - min(END_MARGIN * runtime, END_MARGIN_MAX))
 
     def _ending(self, uid: str) -> bool:
         return self._ending_from.get(uid, float('inf')) <= time.monotonic()
