@@ -11,10 +11,9 @@ from __future__ import annotations
 import asyncio
 import importlib
 import inspect
-import os
 import sys
 from dataclasses import dataclass
-from typing import Any, Callable, Dict, Optional, Tuple
+from typing import Any, Callable, Dict, Tuple
 from ...errors import UsageTypeError
 
 
@@ -51,16 +50,3 @@ def call_function(func: Callable, args: Tuple, kwargs: Dict[str, Any]) -> Any:
     if inspect.iscoroutinefunction(func):
         return asyncio.run(func(*args, **kwargs))
     return func(*args, **kwargs)
-
-
-def call_by_reference(ref: FunctionRef, args: Tuple, kwargs: Dict[str, Any],
-                      marker: Optional[str] = None) -> Any:
-    """Worker-side entry point: resolve ``ref`` and call it.
-
-    ``marker``: a file to write this worker's pid into first, so the parent
-    knows which process runs the task.
-    """
-    if marker:
-        with open(marker, 'w', encoding='ascii') as handle:
-            handle.write(str(os.getpid()))
-    return call_function(ref.resolve(), args, kwargs)
