@@ -108,10 +108,8 @@ class Outcomes:
 
     def settle_durable(self, spec: TaskSpec, value: Any) -> None:
         """A deferred task whose journal row is durable now: settle its future."""
-        record = self._records.get(spec.uid)
-        attempt = record.attempt if record is not None else None
-        if attempt is None or attempt.spec.attempt != spec.attempt:
-            self.drop(spec, 'DONE and journaled, but the engine runs no such task now')
+        record = self._current(spec, 'DONE and journaled')
+        if record is None:
             return
         future = record.future
         if future is None or future.done():
